@@ -1,0 +1,43 @@
+# The README's commands. Only Python 3.11+ and make are needed: everything else goes in .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test check lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Heron needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+## Run the order workflow end to end on the embedded SQLite store.
+demo: $(VENV)/.installed
+	$(BIN)/heron demo
+
+## Run the whole test suite.
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+## Everything CI runs: lint, types, tests.
+check: lint typecheck test
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/steps.py
+
+clean:
+	rm -rf $(VENV) .heron .pytest_cache .mypy_cache .ruff_cache

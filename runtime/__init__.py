@@ -1,0 +1,61 @@
+"""Heron's engine: durable workflows written as plain async Python.
+
+```python
+from runtime import Runtime, Context, RetryPolicy
+
+rt = Runtime()
+
+@rt.step(retry=RetryPolicy(max_attempts=5))
+async def charge(order_id: str) -> dict: ...
+
+@rt.workflow("checkout")
+async def checkout(ctx: Context, order: dict) -> dict:
+    return await ctx.step(charge, order["id"])
+```
+"""
+
+from runtime._clock import Clock, SystemClock
+from runtime._context import Context, StepKey, step_key
+from runtime._dispatch import Dispatcher, InProcessDispatcher, NoopDispatcher
+from runtime._errors import (
+    Conflict,
+    FatalError,
+    HeronError,
+    NonDeterminismError,
+    PayloadTooLarge,
+    RunNotFound,
+    SchemaMissing,
+    SerializationError,
+    StepFailed,
+    StoreError,
+    WorkflowFailed,
+    WorkflowNotFound,
+)
+from runtime._retry import RetryPolicy
+from runtime._runtime import RunInfo, Runtime
+
+__all__ = [
+    "Clock",
+    "Conflict",
+    "Context",
+    "Dispatcher",
+    "FatalError",
+    "HeronError",
+    "InProcessDispatcher",
+    "NonDeterminismError",
+    "NoopDispatcher",
+    "PayloadTooLarge",
+    "RetryPolicy",
+    "RunInfo",
+    "RunNotFound",
+    "Runtime",
+    "SchemaMissing",
+    "SerializationError",
+    "StepFailed",
+    "StepKey",
+    "StoreError",
+    "SystemClock",
+    "WorkflowFailed",
+    "WorkflowNotFound",
+    "step_key",
+]

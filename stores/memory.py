@@ -1,0 +1,144 @@
+"""``MemoryStore``: the reference store, in process memory.
+
+It is a real adapter, not a mock: tests and single-process apps use it, and the contract suite
+checks every other store against the behaviour it defines. Atomicity comes for free: no method
+awaits between reading and writing, so on one event loop every method is one indivisible step.
+Records are copied in and out, so callers never share state with the store.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import replace
+
+from stores.contract import (
+    Checkpoint,
+    Conflict,
+    Loaded,
+    Run,
+    RunPage,
+    RunQuery,
+    Signal,
+    WorkflowStore,
+    decode_cursor,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(WorkflowStore):
+    """All runs in dictionaries; ``due`` is a bisect over a list sorted by ``wake_at``."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, Run] = {}
+        self._checkpoints: dict[str, dict[int, Checkpoint]] = {}
+        self._signals: dict[str, dict[str, Signal]] = {}
+        self._wakes: list[tuple[float, str]] = []  # the due index, sorted
+
+    # -- the due index -------------------------------------------------------------------------
+
+    def _index(self, run_id: str, old: float | None, new: float | None) -> None:
+        if old == new:
+            return
+        if old is not None:
+            i = bisect.bisect_left(self._wakes, (old, run_id))
+            if i < len(self._wakes) and self._wakes[i] == (old, run_id):
+                del self._wakes[i]
+        if new is not None:
+            bisect.insort(self._wakes, (new, run_id))
+
+    def _put(self, run: Run) -> None:
+        old = self._runs.get(run.id)
+        self._index(run.id, old.wake_at if old else None, run.wake_at)
+        self._runs[run.id] = run
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def create(self, run: Run) -> bool:
+        if run.id in self._runs:
+            return False
+        self._put(run.copy())
+        self._checkpoints[run.id] = {}
+        self._signals[run.id] = {}
+        return True
+
+    async def load(self, run_id: str) -> Loaded | None:
+        run = self._runs.get(run_id)
+        if run is None:
+            return None
+        checkpoints = [cp for _, cp in sorted(self._checkpoints[run_id].items())]
+        signals = sorted(self._signals[run_id].values(), key=lambda s: (s.at, s.id))
+        return Loaded(run=run.copy(), checkpoints=checkpoints, signals=signals)
+
+    async def append(self, run_id: str, checkpoint: Checkpoint) -> None:
+        history = self._checkpoints.get(run_id)
+        if history is None:
+            raise Conflict(f"run {run_id!r} does not exist", run_id=run_id)
+        if checkpoint.seq in history:
+            raise Conflict(f"run {run_id!r} already has seq {checkpoint.seq}", run_id=run_id)
+        history[checkpoint.seq] = checkpoint
+
+    async def save(self, run: Run) -> Run:
+        stored = self._runs.get(run.id)
+        if stored is None or stored.revision != run.revision:
+            raise Conflict(f"run {run.id!r} changed since revision {run.revision}", run_id=run.id)
+        saved = replace(
+            run.copy(),
+            revision=run.revision + 1,
+            lease_token=stored.lease_token,
+            lease_expires_at=stored.lease_expires_at,
+        )
+        self._put(saved)
+        return saved.copy()
+
+    async def signal(self, run_id: str, signal: Signal) -> bool:
+        run = self._runs.get(run_id)
+        if run is None:
+            return False
+        buffered = self._signals[run_id]
+        if signal.id in buffered:
+            return True
+        buffered[signal.id] = signal
+        wake_at = run.wake_at
+        if not run.terminal:
+            wake_at = signal.at if wake_at is None else min(wake_at, signal.at)
+        self._put(replace(run, wake_at=wake_at, revision=run.revision + 1))
+        return True
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        end = bisect.bisect_right(self._wakes, (now, "\U0010ffff"))
+        return [run_id for _, run_id in self._wakes[: min(end, limit)]]
+
+    async def delete(self, run_id: str) -> None:
+        run = self._runs.pop(run_id, None)
+        if run is not None:
+            self._index(run_id, run.wake_at, None)
+        self._checkpoints.pop(run_id, None)
+        self._signals.pop(run_id, None)
+
+    async def list_runs(self, query: RunQuery) -> RunPage:
+        after = decode_cursor(query.cursor) if query.cursor else None
+        runs = sorted(self._runs.values(), key=lambda r: (r.created_at, r.id), reverse=True)
+        hits = [
+            r.copy() for r in runs if query.matches(r) and self._after_cursor(r, after)
+        ][: query.limit + 1]
+        return self._page(hits, query)
+
+    async def acquire(
+        self, run_id: str, token: str, ttl: float, *, now: float | None = None
+    ) -> bool:
+        run = self._runs.get(run_id)
+        now = self._now(now)
+        if run is None or run.terminal:
+            return False
+        held = run.lease_expires_at is not None and run.lease_expires_at > now
+        if held and run.lease_token != token:
+            return False
+        expires = now + ttl
+        self._put(replace(run, lease_token=token, lease_expires_at=expires, wake_at=expires))
+        return True
+
+    async def release(self, run_id: str, token: str) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and run.lease_token == token:
+            self._put(replace(run, lease_token=None, lease_expires_at=None))
