@@ -22,7 +22,7 @@ import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 from runtime._errors import (
     HeronError,
@@ -33,11 +33,11 @@ from runtime._errors import (
     WorkflowFailed,
     describe,
 )
-from runtime._serde import decoder_for, encode, encoded_size
+from runtime._serde import encode, encoded_size
 from stores.contract import Checkpoint, Conflict, Loaded, Signal
 
 if TYPE_CHECKING:
-    from runtime._runtime import Runtime, StepSpec
+    from runtime._runtime import Runtime
 
 __all__ = ["Context", "StepKey", "step_key"]
 
@@ -137,13 +137,17 @@ class Context:
 
     # -- public API ----------------------------------------------------------------------------
 
-    def step(self, fn: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
+    def step(
+        self, fn: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> Awaitable[T]:
         """Run ``fn(*args, **kwargs)`` as a checkpointed step (retried per its policy)."""
         return self._step(self._take_seq(), fn, args, kwargs)
 
     def sleep(self, duration: float | dt.timedelta) -> Awaitable[None]:
         """Sleep durably for seconds or a ``timedelta``; a long sleep ends the invocation."""
-        seconds = duration.total_seconds() if isinstance(duration, dt.timedelta) else float(duration)
+        seconds = (
+            duration.total_seconds() if isinstance(duration, dt.timedelta) else float(duration)
+        )
         if seconds < 0:
             raise ValueError(f"ctx.sleep() needs a duration >= 0, got {seconds}")
         return self._timer(self._take_seq(), lambda now: now + seconds)
@@ -155,7 +159,9 @@ class Context:
         target = when.timestamp()
         return self._timer(self._take_seq(), lambda now: target)
 
-    def wait_for_signal(self, name: str, *, timeout: float | dt.timedelta | None = None) -> Awaitable[Any]:
+    def wait_for_signal(
+        self, name: str, *, timeout: float | dt.timedelta | None = None
+    ) -> Awaitable[Any]:
         """The payload of the next signal ``name``; ``TimeoutError`` after ``timeout`` seconds."""
         if isinstance(timeout, dt.timedelta):
             timeout = timeout.total_seconds()
@@ -211,7 +217,9 @@ class Context:
 
     # -- the operations ------------------------------------------------------------------------
 
-    async def _step(self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _step(
+        self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         spec = self._rt._step_spec(fn)
         cp = self._replayed(seq, "step", spec.name)
         if cp is not None:
@@ -238,8 +246,12 @@ class Context:
                     if not policy.retryable(exc) or attempt >= policy.max_attempts:
                         error = describe(exc)
                         failed = Checkpoint(
-                            seq=seq, kind="step", name=spec.name, error=error,
-                            at=self._rt.clock.now(), attempts=attempt,
+                            seq=seq,
+                            kind="step",
+                            name=spec.name,
+                            error=error,
+                            at=self._rt.clock.now(),
+                            attempts=attempt,
                         )
                         await self._commit(failed)
                         retries.pop(str(seq), None)
@@ -256,8 +268,14 @@ class Context:
                 what = f"step {spec.name!r} (run {self.run_id!r}, seq {seq})"
                 value = self._encode(result, what)
                 await self._commit(
-                    Checkpoint(seq=seq, kind="step", name=spec.name, value=value,
-                               at=self._rt.clock.now(), attempts=attempt)
+                    Checkpoint(
+                        seq=seq,
+                        kind="step",
+                        name=spec.name,
+                        value=value,
+                        at=self._rt.clock.now(),
+                        attempts=attempt,
+                    )
                 )
                 retries.pop(str(seq), None)
                 return self._decode(value, spec.decoder)
@@ -294,10 +312,17 @@ class Context:
         deadline = timers.setdefault(str(seq), now + timeout)
         if now < deadline:
             self._suspend("waiting", deadline)
-        message = f"signal {name!r} did not arrive within {timeout}s (run {self.run_id!r}, seq {seq})"
+        message = (
+            f"signal {name!r} did not arrive within {timeout}s (run {self.run_id!r}, seq {seq})"
+        )
         await self._commit(
-            Checkpoint(seq=seq, kind="signal", name=name, at=now,
-                       error={"type": "TimeoutError", "message": message})
+            Checkpoint(
+                seq=seq,
+                kind="signal",
+                name=name,
+                at=now,
+                error={"type": "TimeoutError", "message": message},
+            )
         )
         timers.pop(str(seq), None)
         raise TimeoutError(message)
@@ -317,14 +342,27 @@ class Context:
             outcome = signal.payload if isinstance(signal.payload, dict) else {}
             error = None
             if outcome.get("status") != "completed":
-                error = {"type": "WorkflowFailed", "status": outcome.get("status"),
-                         "message": str(outcome.get("error")), "run_id": child_id}
-            cp = Checkpoint(seq=seq, kind="child", name=workflow, value=outcome.get("output"),
-                            error=error, at=self._rt.clock.now())
+                error = {
+                    "type": "WorkflowFailed",
+                    "status": outcome.get("status"),
+                    "message": str(outcome.get("error")),
+                    "run_id": child_id,
+                }
+            cp = Checkpoint(
+                seq=seq,
+                kind="child",
+                name=workflow,
+                value=outcome.get("output"),
+                error=error,
+                at=self._rt.clock.now(),
+            )
             await self._commit(cp)
         if cp.error is not None:
-            raise WorkflowFailed(str(cp.error.get("run_id")), str(cp.error.get("status")),
-                                 {"type": "ChildFailed", "message": cp.error.get("message")})
+            raise WorkflowFailed(
+                str(cp.error.get("run_id")),
+                str(cp.error.get("status")),
+                {"type": "ChildFailed", "message": cp.error.get("message")},
+            )
         spec = self._rt._workflow_or_none(workflow)
         return self._decode(cp.value, spec.decoder if spec else None)
 
@@ -339,8 +377,9 @@ class Context:
         if inspect.isawaitable(result):
             result = await result
         value = self._encode(result, f"side effect {name!r} (run {self.run_id!r}, seq {seq})")
-        await self._commit(Checkpoint(seq=seq, kind="side_effect", name=name, value=value,
-                                      at=self._rt.clock.now()))
+        await self._commit(
+            Checkpoint(seq=seq, kind="side_effect", name=name, value=value, at=self._rt.clock.now())
+        )
         return self._decode(value, decoder)
 
     # -- replay machinery ----------------------------------------------------------------------
@@ -381,7 +420,7 @@ class Context:
     def _out_of_time(self, at: float) -> bool:
         return self._deadline is not None and at >= self._deadline
 
-    def _suspend(self, kind: SuspendKind, wake_at: float | None) -> Any:
+    def _suspend(self, kind: SuspendKind, wake_at: float | None) -> NoReturn:
         if wake_at is not None:
             self.wakes.append(wake_at)
         order = {"waiting": 0, "sleeping": 1, "pending": 2}
@@ -427,8 +466,12 @@ class Context:
     def _step_failed(self, name: str, seq: int, cp: Checkpoint) -> StepFailed:
         error = cp.error or {}
         return StepFailed(
-            name, str(error.get("type")), str(error.get("message")),
-            run_id=self.run_id, seq=seq, attempts=cp.attempts,
+            name,
+            str(error.get("type")),
+            str(error.get("message")),
+            run_id=self.run_id,
+            seq=seq,
+            attempts=cp.attempts,
         )
 
     async def _commit(self, cp: Checkpoint) -> None:
@@ -493,4 +536,3 @@ class _Tracked:
         assert self._future is not None
         self._future.set_result(None)
         self._inflight.discard(self._future)
-

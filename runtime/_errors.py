@@ -66,8 +66,9 @@ class StepFailed(HeronError):
         attempts: int = 1,
     ) -> None:
         where = f" (run {run_id!r}, seq {seq})" if run_id is not None else ""
+        tries = f"{attempts} attempt(s)"
         super().__init__(
-            f"step {step!r}{where} failed after {attempts} attempt(s): {error_type}: {error_message}"
+            f"step {step!r}{where} failed after {tries}: {error_type}: {error_message}"
         )
         self.step = step
         self.error_type = error_type
@@ -119,5 +120,10 @@ class Suspend(BaseException):  # noqa: N818 - control flow, not an error
 def describe(exc: BaseException) -> dict[str, Any]:
     """The JSON form of an error that a run or checkpoint records."""
     if isinstance(exc, StepFailed):
-        return {"type": "StepFailed", "message": str(exc), "step": exc.step, "cause": exc.error_type}
+        return {
+            "type": "StepFailed",
+            "message": str(exc),
+            "step": exc.step,
+            "cause": exc.error_type,
+        }
     return {"type": type(exc).__name__, "message": str(exc)}

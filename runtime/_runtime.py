@@ -35,7 +35,13 @@ from runtime._errors import (
     describe,
 )
 from runtime._retry import DEFAULT_RETRY, RetryPolicy
-from runtime._serde import decoder_for, encode, encoded_size, parameter_annotation, return_annotation
+from runtime._serde import (
+    decoder_for,
+    encode,
+    encoded_size,
+    parameter_annotation,
+    return_annotation,
+)
 from stores.contract import (
     TERMINAL_STATUSES,
     Checkpoint,
@@ -197,9 +203,11 @@ class Runtime:
 
         return register(fn) if fn is not None else register
 
-    def _make_step_spec(self, fn: Callable[..., Any], name: str | None, retry: RetryPolicy | None) -> StepSpec:
+    def _make_step_spec(
+        self, fn: Callable[..., Any], name: str | None, retry: RetryPolicy | None
+    ) -> StepSpec:
         return StepSpec(
-            name=name or getattr(fn, "__qualname__", repr(fn)),
+            name=name or str(getattr(fn, "__qualname__", repr(fn))),
             retry=retry or DEFAULT_RETRY,
             is_async=inspect.iscoroutinefunction(fn),
             decoder=decoder_for(return_annotation(fn)),
@@ -257,15 +265,24 @@ class Runtime:
         value = self._checked(input, f"input of workflow {workflow!r} (run {run_id!r})")
         now = self.clock.now()
         run = Run(
-            id=run_id, workflow=workflow, input=value, version=spec.version, status="pending",
-            parent_id=parent_id, tags=tag_list, created_at=now, updated_at=now, wake_at=now,
+            id=run_id,
+            workflow=workflow,
+            input=value,
+            version=spec.version,
+            status="pending",
+            parent_id=parent_id,
+            tags=tag_list,
+            created_at=now,
+            updated_at=now,
+            wake_at=now,
         )
         if not await self.store.create(run):
             existing = await self._load(run_id)
             if existing.run.workflow != workflow or dumps(existing.run.input) != dumps(value):
                 raise Conflict(
                     f"run {run_id!r} already exists as workflow {existing.run.workflow!r} with "
-                    f"another input; a run id can be started once", run_id=run_id,
+                    f"another input; a run id can be started once",
+                    run_id=run_id,
                 )
             return run_id
         log.info("run started", extra={"run_id": run_id, "workflow": workflow})
@@ -277,8 +294,15 @@ class Runtime:
         value = self._checked(input, f"input of child workflow {workflow!r} (run {child_id!r})")
         now = self.clock.now()
         run = Run(
-            id=child_id, workflow=workflow, input=value, version=spec.version, status="pending",
-            parent_id=ctx.run_id, created_at=now, updated_at=now, wake_at=now,
+            id=child_id,
+            workflow=workflow,
+            input=value,
+            version=spec.version,
+            status="pending",
+            parent_id=ctx.run_id,
+            created_at=now,
+            updated_at=now,
+            wake_at=now,
         )
         await self.store.create(run)  # False: an earlier invocation created it already
 
@@ -292,7 +316,9 @@ class Runtime:
         if not name or not isinstance(name, str):
             raise ValueError(f"signal name for run {run_id!r} must be a non-empty string")
         value = self._checked(payload, f"payload of signal {name!r} (run {run_id!r})")
-        signal = Signal(id=signal_id or uuid.uuid4().hex, name=name, payload=value, at=self.clock.now())
+        signal = Signal(
+            id=signal_id or uuid.uuid4().hex, name=name, payload=value, at=self.clock.now()
+        )
         if not await self.store.signal(run_id, signal):
             raise RunNotFound(run_id)
         await self.dispatcher.dispatch([run_id])
@@ -329,7 +355,10 @@ class Runtime:
         while True:
             run = (await self._load(run_id)).run
             if run.status not in ("failed", "cancelled"):
-                raise Conflict(f"run {run_id!r} is {run.status}; only failed or cancelled runs can be retried", run_id=run_id)
+                raise Conflict(
+                    f"run {run_id!r} is {run.status}; only failed or cancelled runs can be retried",
+                    run_id=run_id,
+                )
             run.status, run.error, run.output = "pending", None, None
             run.wake_at = self.clock.now()
             run.engine.pop("notify_parent", None)
@@ -349,13 +378,25 @@ class Runtime:
         if not run.terminal and live:
             status = "running"
         return RunInfo(
-            id=run.id, workflow=run.workflow, version=run.version, status=status,
-            input=run.input, output=run.output, error=run.error, parent_id=run.parent_id,
-            tags=run.tags, created_at=run.created_at, updated_at=run.updated_at,
-            wake_at=run.wake_at, steps=loaded.checkpoints, signals=loaded.signals,
+            id=run.id,
+            workflow=run.workflow,
+            version=run.version,
+            status=status,
+            input=run.input,
+            output=run.output,
+            error=run.error,
+            parent_id=run.parent_id,
+            tags=run.tags,
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+            wake_at=run.wake_at,
+            steps=loaded.checkpoints,
+            signals=loaded.signals,
         )
 
-    async def list_runs(self, query: RunQuery | None = None, **filters: Any) -> tuple[list[Run], str | None]:
+    async def list_runs(
+        self, query: RunQuery | None = None, **filters: Any
+    ) -> tuple[list[Run], str | None]:
         """Runs newest first: ``list_runs(workflow="checkout", status="failed", limit=20)``."""
         page = await self.store.list_runs(query or RunQuery(**filters))
         return page.runs, page.next_cursor
@@ -393,7 +434,9 @@ class Runtime:
                 if reloaded.run.terminal:
                     return await self._settle_terminal(reloaded.run)
                 loaded = reloaded
-            raise StoreError(f"run {run_id!r}: gave up after {_MAX_REPLAYS} conflicting saves", run_id=run_id)
+            raise StoreError(
+                f"run {run_id!r}: gave up after {_MAX_REPLAYS} conflicting saves", run_id=run_id
+            )
         finally:
             renewal.cancel()
             await self.store.release(run_id, lease.token)
@@ -413,13 +456,20 @@ class Runtime:
         spec = self._workflow_or_none(run.workflow, run.version)
         if spec is None:
             run.status = "failed"
-            run.error = {"type": "WorkflowNotFound", "message": f"no workflow named {run.workflow!r} is registered in this deployment"}
+            run.error = {
+                "type": "WorkflowNotFound",
+                "message": f"no workflow named {run.workflow!r} is registered in this deployment",
+            }
             return await self._finish(run)
         ctx = Context(self, loaded, lease=lease, deadline=deadline)
         outcome: BaseException | None = None
         output: Any = None
         try:
-            arg = run.input if spec.input_decoder is None or run.input is None else spec.input_decoder(run.input)
+            arg = (
+                run.input
+                if spec.input_decoder is None or run.input is None
+                else spec.input_decoder(run.input)
+            )
             output = await asyncio.ensure_future(spec.fn(ctx, arg))
         except Suspend:
             pass
@@ -450,7 +500,9 @@ class Runtime:
             run.status, run.error = "failed", describe(error)
         else:
             try:
-                run.output = self._checked(output, f"output of workflow {run.workflow!r} (run {run.id!r})")
+                run.output = self._checked(
+                    output, f"output of workflow {run.workflow!r} (run {run.id!r})"
+                )
                 run.status = "completed"
             except (PayloadTooLarge, TypeError) as exc:
                 run.status, run.error = "failed", describe(exc)
@@ -487,7 +539,9 @@ class Runtime:
             saved = await self.store.save(run)
         except Conflict:
             return None
-        log.info("run finished", extra={"run_id": run.id, "workflow": run.workflow, "status": run.status})
+        log.info(
+            "run finished", extra={"run_id": run.id, "workflow": run.workflow, "status": run.status}
+        )
         return await self._settle_terminal(saved)
 
     async def _settle_terminal(self, run: Run) -> Run:
@@ -496,7 +550,12 @@ class Runtime:
             return run
         if run.engine.get("notify_parent") and run.parent_id is not None:
             outcome = {"status": run.status, "output": run.output, "error": run.error}
-            signal = Signal(id=f"child:{run.id}", name=CHILD_SIGNAL + run.id, payload=outcome, at=self.clock.now())
+            signal = Signal(
+                id=f"child:{run.id}",
+                name=CHILD_SIGNAL + run.id,
+                payload=outcome,
+                at=self.clock.now(),
+            )
             if await self.store.signal(run.parent_id, signal):
                 await self.dispatcher.dispatch([run.parent_id])
         run.engine.pop("notify_parent", None)

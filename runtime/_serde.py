@@ -60,7 +60,7 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
 
 
 def encode(value: Any, what: str) -> Any:
-    """``value`` as plain JSON data. ``what`` names it in the error ("step 'x' (run 'r', seq 3)")."""
+    """``value`` as plain JSON data; ``what`` names it in errors ("step 'x' (run 'r', seq 3)")."""
     if _is_plain(value):
         return value
     try:
