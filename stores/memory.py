@@ -119,9 +119,9 @@ class MemoryStore(WorkflowStore):
     async def list_runs(self, query: RunQuery) -> RunPage:
         after = decode_cursor(query.cursor) if query.cursor else None
         runs = sorted(self._runs.values(), key=lambda r: (r.created_at, r.id), reverse=True)
-        hits = [
-            r.copy() for r in runs if query.matches(r) and self._after_cursor(r, after)
-        ][: query.limit + 1]
+        hits = [r.copy() for r in runs if query.matches(r) and self._after_cursor(r, after)][
+            : query.limit + 1
+        ]
         return self._page(hits, query)
 
     async def acquire(
