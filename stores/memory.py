@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import replace
+from typing import TypeVar
 
 from stores.contract import (
     Checkpoint,
@@ -21,9 +22,30 @@ from stores.contract import (
     Signal,
     WorkflowStore,
     decode_cursor,
+    dumps,
+    loads,
 )
 
 __all__ = ["MemoryStore"]
+
+R = TypeVar("R", Checkpoint, Signal)
+
+
+def _copy(record: R) -> R:
+    """A copy whose JSON parts share nothing with the original (plain values are immutable)."""
+    if isinstance(record, Checkpoint):
+        if isinstance(record.value, dict | list) or record.error is not None:
+            return replace(
+                record, value=loads(dumps(record.value)), error=loads(dumps(record.error))
+            )
+        return record
+    if isinstance(record.payload, dict | list):
+        return replace(record, payload=loads(dumps(record.payload)))
+    return record
+
+
+def _signal_order(signal: Signal) -> tuple[float, str]:
+    return (signal.at, signal.id)
 
 
 class MemoryStore(WorkflowStore):
@@ -66,8 +88,8 @@ class MemoryStore(WorkflowStore):
         run = self._runs.get(run_id)
         if run is None:
             return None
-        checkpoints = [cp for _, cp in sorted(self._checkpoints[run_id].items())]
-        signals = sorted(self._signals[run_id].values(), key=lambda s: (s.at, s.id))
+        checkpoints = [_copy(cp) for _, cp in sorted(self._checkpoints[run_id].items())]
+        signals = [_copy(s) for s in sorted(self._signals[run_id].values(), key=_signal_order)]
         return Loaded(run=run.copy(), checkpoints=checkpoints, signals=signals)
 
     async def append(self, run_id: str, checkpoint: Checkpoint) -> None:
@@ -76,7 +98,7 @@ class MemoryStore(WorkflowStore):
             raise Conflict(f"run {run_id!r} does not exist", run_id=run_id)
         if checkpoint.seq in history:
             raise Conflict(f"run {run_id!r} already has seq {checkpoint.seq}", run_id=run_id)
-        history[checkpoint.seq] = checkpoint
+        history[checkpoint.seq] = _copy(checkpoint)
 
     async def save(self, run: Run) -> Run:
         stored = self._runs.get(run.id)
@@ -98,7 +120,7 @@ class MemoryStore(WorkflowStore):
         buffered = self._signals[run_id]
         if signal.id in buffered:
             return True
-        buffered[signal.id] = signal
+        buffered[signal.id] = _copy(signal)
         wake_at = run.wake_at
         if not run.terminal:
             wake_at = signal.at if wake_at is None else min(wake_at, signal.at)
