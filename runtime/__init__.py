@@ -14,6 +14,8 @@ async def checkout(ctx: Context, order: dict) -> dict:
 ```
 """
 
+import logging
+
 from runtime._clock import Clock, SystemClock
 from runtime._context import Context, StepKey, step_key
 from runtime._dispatch import Dispatcher, InProcessDispatcher, NoopDispatcher
@@ -33,6 +35,9 @@ from runtime._errors import (
 )
 from runtime._retry import RetryPolicy
 from runtime._runtime import RunInfo, Runtime
+
+# A library logs, the application decides where to: nothing reaches stderr unless configured.
+logging.getLogger("heron").addHandler(logging.NullHandler())
 
 __all__ = [
     "Clock",

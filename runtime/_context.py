@@ -15,14 +15,17 @@ return_exceptions=True)``) still suspends. Non-determinism is recorded the same 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as dt
+import heapq
 import inspect
+import logging
 import random as _random
 import uuid as _uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, ParamSpec, TypeVar, overload
 
 from runtime._errors import (
     HeronError,
@@ -41,7 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Context", "StepKey", "step_key"]
 
+log = logging.getLogger("heron")
 T = TypeVar("T")
+P = ParamSpec("P")
 _NAMESPACE = _uuid.UUID("6f1c1b0e-6f8e-4c53-9a57-1c1f2b6d7a10")
 _CHILD_SIGNAL = "heron:child:"
 
@@ -105,6 +110,7 @@ class Context:
         self._seq = 0
         self._history: dict[int, Checkpoint] = {}
         self._patches: set[str] = set()
+        self._patch_answers: dict[str, bool] = {}
         self._patch_seq = 0
         self._consumed: set[str] = set()
         self._max_seq = -1
@@ -123,9 +129,14 @@ class Context:
         self.engine.setdefault("retries", {})
         self.engine.setdefault("children", [])
         self._visited: set[int] = set()
+        self._barrier: int | None = None  # first seq taken after the run began to suspend
+        self._open: list[int] = []  # heap of seqs whose operation is running
+        self._open_set: set[int] = set()
+        self._turns: dict[int, asyncio.Future[None]] = {}
         self._pending_patches: list[Checkpoint] = []
         self._local: dict[int, int] = {}  # per-seq counters for uuid()/random()
-        self._inflight: set[asyncio.Future[Any]] = set()
+        self._inflight = 0  # live steps running now
+        self._idle: asyncio.Event | None = None  # made only when settle() has to wait
         # What the engine reads after the workflow function returns:
         self.wakes: list[float] = []
         self.suspended: SuspendKind | None = None
@@ -137,11 +148,16 @@ class Context:
 
     # -- public API ----------------------------------------------------------------------------
 
+    @overload
     def step(
-        self, fn: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any
-    ) -> Awaitable[T]:
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[T]: ...
+    @overload
+    def step(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]: ...
+    def step(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """Run ``fn(*args, **kwargs)`` as a checkpointed step (retried per its policy)."""
-        return self._step(self._take_seq(), fn, args, kwargs)
+        seq = self._take_seq()
+        return self._ordered(seq, self._step(seq, fn, args, kwargs))
 
     def sleep(self, duration: float | dt.timedelta) -> Awaitable[None]:
         """Sleep durably for seconds or a ``timedelta``; a long sleep ends the invocation."""
@@ -150,14 +166,16 @@ class Context:
         )
         if seconds < 0:
             raise ValueError(f"ctx.sleep() needs a duration >= 0, got {seconds}")
-        return self._timer(self._take_seq(), lambda now: now + seconds)
+        seq = self._take_seq()
+        return self._ordered(seq, self._timer(seq, lambda now: now + seconds))
 
     def sleep_until(self, when: dt.datetime) -> Awaitable[None]:
         """Sleep durably until ``when`` (a naive datetime is taken as UTC)."""
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         target = when.timestamp()
-        return self._timer(self._take_seq(), lambda now: target)
+        seq = self._take_seq()
+        return self._ordered(seq, self._timer(seq, lambda now: target))
 
     def wait_for_signal(
         self, name: str, *, timeout: float | dt.timedelta | None = None
@@ -165,18 +183,21 @@ class Context:
         """The payload of the next signal ``name``; ``TimeoutError`` after ``timeout`` seconds."""
         if isinstance(timeout, dt.timedelta):
             timeout = timeout.total_seconds()
-        return self._wait_signal(self._take_seq(), name, timeout)
+        seq = self._take_seq()
+        return self._ordered(seq, self._wait_signal(seq, name, timeout))
 
     def child(self, workflow: str, input: Any = None) -> Awaitable[Any]:
         """Start workflow ``workflow`` as a child run and await its output.
 
         A child that fails or is cancelled raises ``WorkflowFailed`` here.
         """
-        return self._child(self._take_seq(), workflow, input)
+        seq = self._take_seq()
+        return self._ordered(seq, self._child(seq, workflow, input))
 
     def side_effect(self, fn: Callable[..., Any], /, *args: Any) -> Awaitable[Any]:
         """Call ``fn`` once and record its value (a random number, a fresh id, ...)."""
-        return self._side_effect(self._take_seq(), fn, args)
+        seq = self._take_seq()
+        return self._ordered(seq, self._side_effect(seq, fn, args))
 
     def now(self) -> dt.datetime:
         """The run's logical time: when the latest checkpoint before this point was written
@@ -204,11 +225,17 @@ class Context:
         recorded history already went past it on the old path. The answer is recorded (a marker
         in a key space of its own) so every later replay gets the same one.
         """
+        answer = self._patch_answers.get(change_id)
+        if answer is not None:  # the first answer holds for the whole run
+            return answer
         if change_id in self._patches:
+            self._patch_answers[change_id] = True
             return True
         if self._seq <= self._max_seq:  # replaying a history that went past here without it
+            self._patch_answers[change_id] = False
             return False
         self._patches.add(change_id)
+        self._patch_answers[change_id] = True
         self._patch_seq -= 1
         self._pending_patches.append(
             Checkpoint(seq=self._patch_seq, kind="patch", name=change_id, at=self._rt.clock.now())
@@ -226,7 +253,7 @@ class Context:
             if cp.error is not None:
                 raise self._step_failed(spec.name, seq, cp)
             return self._decode(cp.value, spec.decoder)
-        self._gate()
+        self._gate(seq)
         policy = spec.retry
         retries: dict[str, Any] = self.engine["retries"]
         state = retries.get(str(seq))
@@ -258,6 +285,15 @@ class Context:
                         raise self._step_failed(spec.name, seq, failed) from exc
                     delay = policy.delay(attempt)
                     now = self._rt.clock.now()
+                    log.warning(
+                        "step %r attempt %d failed (%s: %s); retrying in %.1fs",
+                        spec.name,
+                        attempt,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                        extra={"run_id": self.run_id, "seq": seq, "step": spec.name},
+                    )
                     if delay > self._rt.inline_retry_limit or self._out_of_time(now + delay):
                         retries[str(seq)] = {"attempt": attempt, "at": now + delay}
                         self._suspend("sleeping", now + delay)
@@ -283,7 +319,7 @@ class Context:
     async def _timer(self, seq: int, deadline_of: Callable[[float], float]) -> None:
         if self._replayed(seq, "sleep", "sleep") is not None:
             return
-        self._gate()
+        self._gate(seq)
         now = self._rt.clock.now()
         timers: dict[str, float] = self.engine["timers"]
         deadline = timers.setdefault(str(seq), deadline_of(now))
@@ -298,7 +334,7 @@ class Context:
             if cp.error is not None:
                 raise TimeoutError(cp.error.get("message", f"signal {name!r} timed out"))
             return cp.value.get("payload") if isinstance(cp.value, dict) else None
-        self._gate()
+        self._gate(seq)
         now = self._rt.clock.now()
         timers: dict[str, float] = self.engine["timers"]
         signal = self._take_signal(name)
@@ -330,7 +366,7 @@ class Context:
     async def _child(self, seq: int, workflow: str, input: Any) -> Any:
         cp = self._replayed(seq, "child", workflow)
         if cp is None:
-            self._gate()
+            self._gate(seq)
             child_id = f"{self.run_id}-c{seq}"
             signal = self._take_signal(_CHILD_SIGNAL + child_id)
             if signal is None:
@@ -372,7 +408,7 @@ class Context:
         cp = self._replayed(seq, "side_effect", name)
         if cp is not None:
             return self._decode(cp.value, decoder)
-        self._gate()
+        self._gate(seq)
         result = fn(*args)
         if inspect.isawaitable(result):
             result = await result
@@ -383,6 +419,61 @@ class Context:
         return self._decode(value, decoder)
 
     # -- replay machinery ----------------------------------------------------------------------
+
+    async def _ordered(self, seq: int, op: Coroutine[Any, Any, T]) -> T:
+        """Run one operation, then hand its outcome back in ``seq`` order.
+
+        Replayed operations finish at once while live ones take time, so if outcomes were
+        handed back as they finish, concurrent branches would call their next operations (and
+        take seqs) in another order on replay than live. Handing each outcome back only when it
+        is the lowest operation still open, and only once the tasks that are ready have run (no
+        seq was taken during a pass of the event loop), makes the interleaving the same on
+        every replay::
+
+            live:   fetch#0 ─────────────┐ save#2        replay: fetch#0 ┐ save#2
+                    fetch#1 ──┐ (waits) ─┴─ save#3               fetch#1 ┴─ save#3
+        """
+        heapq.heappush(self._open, seq)
+        self._open_set.add(seq)
+        try:
+            try:
+                result = await op
+            except (Suspend, NonDeterminismError, asyncio.CancelledError):
+                raise
+            except BaseException:
+                await self._turn(seq)
+                raise
+            await self._turn(seq)
+            return result
+        finally:
+            self._close(seq)
+
+    async def _turn(self, seq: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = self._seq
+            await asyncio.sleep(0)
+            if self._seq != before:  # ready tasks are still taking seqs: let them settle
+                continue
+            if self._lowest_open() == seq:
+                return
+            turn = self._turns[seq] = loop.create_future()
+            try:
+                await turn
+            finally:
+                self._turns.pop(seq, None)
+
+    def _lowest_open(self) -> int | None:
+        while self._open and self._open[0] not in self._open_set:
+            heapq.heappop(self._open)
+        return self._open[0] if self._open else None
+
+    def _close(self, seq: int) -> None:
+        self._open_set.discard(seq)
+        low = self._lowest_open()
+        turn = self._turns.get(low) if low is not None else None
+        if turn is not None and not turn.done():
+            turn.set_result(None)
 
     def _take_seq(self) -> int:
         seq = self._seq
@@ -404,9 +495,12 @@ class Context:
         self._visited.add(seq)
         return cp
 
-    def _gate(self) -> None:
+    def _gate(self, seq: int) -> None:
         """Called before any live work: refuse it once the run has to stop."""
         if self.stopped or self.conflict or self.failure is not None:
+            raise Suspend()
+        if self._barrier is not None and seq >= self._barrier:
+            # numbered after the run began to suspend: code that swallowed the suspension
             raise Suspend()
         if self._lease.lost:
             self.stopped = True
@@ -423,6 +517,8 @@ class Context:
     def _suspend(self, kind: SuspendKind, wake_at: float | None) -> NoReturn:
         if wake_at is not None:
             self.wakes.append(wake_at)
+        if self._barrier is None:
+            self._barrier = self._seq
         order = {"waiting": 0, "sleeping": 1, "pending": 2}
         if self.suspended is None or order[kind] > order[self.suspended]:
             self.suspended = kind
@@ -506,33 +602,23 @@ class Context:
             self._history[marker.seq] = marker
             self.appended += 1
 
-    def _tracked(self) -> _Tracked:
-        return _Tracked(self._inflight)
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        """Count a live step as in flight while inside the ``with`` block."""
+        self._inflight += 1
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            if not self._inflight and self._idle is not None:
+                self._idle.set()
 
     async def settle(self) -> None:
         """After the workflow function returns: let live steps still in flight commit."""
         while self._inflight:
-            await asyncio.wait(list(self._inflight))
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
     def unvisited(self) -> list[int]:
         """Recorded seqs the code never reached (only meaningful once the workflow finished)."""
         return sorted(s for s in self._history if s >= 0 and s not in self._visited)
-
-
-class _Tracked:
-    """Marks the current task as running a live operation while inside the ``with`` block."""
-
-    __slots__ = ("_future", "_inflight")
-
-    def __init__(self, inflight: set[asyncio.Future[Any]]) -> None:
-        self._inflight = inflight
-        self._future: asyncio.Future[Any] | None = None
-
-    def __enter__(self) -> None:
-        self._future = asyncio.get_running_loop().create_future()
-        self._inflight.add(self._future)
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._future is not None
-        self._future.set_result(None)
-        self._inflight.discard(self._future)

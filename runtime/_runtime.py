@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import math
 import os
@@ -52,7 +53,6 @@ from stores.contract import (
     Signal,
     StoreError,
     WorkflowStore,
-    dumps,
 )
 
 __all__ = ["RunInfo", "Runtime"]
@@ -140,14 +140,20 @@ class Runtime:
         self.dispatcher: Dispatcher = dispatcher
         self._workflows: dict[str, dict[str, WorkflowSpec]] = {}
         self._steps: dict[Callable[..., Any], StepSpec] = {}
+        self._last_signal_at = 0.0
 
     @property
     def store(self) -> WorkflowStore:
+        """The store; opened from ``HERON_STORE`` (or the default) on first use if not given."""
         if self._store is None:
             from stores import DEFAULT_STORE_URL, open_store
 
             self._store = open_store(os.environ.get("HERON_STORE") or DEFAULT_STORE_URL)
         return self._store
+
+    @store.setter
+    def store(self, store: WorkflowStore) -> None:
+        self._store = store
 
     # -- registration --------------------------------------------------------------------------
 
@@ -278,7 +284,9 @@ class Runtime:
         )
         if not await self.store.create(run):
             existing = await self._load(run_id)
-            if existing.run.workflow != workflow or dumps(existing.run.input) != dumps(value):
+            if existing.run.workflow != workflow or _canonical(existing.run.input) != _canonical(
+                value
+            ):
                 raise Conflict(
                     f"run {run_id!r} already exists as workflow {existing.run.workflow!r} with "
                     f"another input; a run id can be started once",
@@ -316,9 +324,11 @@ class Runtime:
         if not name or not isinstance(name, str):
             raise ValueError(f"signal name for run {run_id!r} must be a non-empty string")
         value = self._checked(payload, f"payload of signal {name!r} (run {run_id!r})")
-        signal = Signal(
-            id=signal_id or uuid.uuid4().hex, name=name, payload=value, at=self.clock.now()
-        )
+        # Signals load in (at, id) order: keep this runtime's send times strictly increasing so
+        # two signals sent within one clock tick are consumed in the order they were sent.
+        at = max(self.clock.now(), self._last_signal_at + 1e-6)
+        self._last_signal_at = at
+        signal = Signal(id=signal_id or uuid.uuid4().hex, name=name, payload=value, at=at)
         if not await self.store.signal(run_id, signal):
             raise RunNotFound(run_id)
         await self.dispatcher.dispatch([run_id])
@@ -642,6 +652,11 @@ class Runtime:
         if size > self.max_payload:
             raise PayloadTooLarge(f"{what}: {size} bytes, over the {self.max_payload}-byte limit")
         return encoded
+
+
+def _canonical(value: Any) -> str:
+    """JSON with sorted keys: equal inputs in any key order compare equal, 1 and 1.0 do not."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _check_id(run_id: str) -> str:

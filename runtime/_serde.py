@@ -14,12 +14,14 @@ import enum
 import functools
 import inspect
 import json
+import math
 import typing
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from runtime._errors import SerializationError
+from stores.contract import dumps
 
 __all__ = ["decoder_for", "encode", "encoded_size"]
 
@@ -49,7 +51,7 @@ def _default(value: Any) -> Any:
 def _is_plain(value: Any, depth: int = 0) -> bool:
     """True for values that are JSON already (checked cheaply, a few levels deep)."""
     if isinstance(value, _PLAIN):
-        return not (isinstance(value, float) and value != value)  # NaN is not JSON
+        return not isinstance(value, float) or math.isfinite(value)  # NaN, ±inf are not JSON
     if depth > 3:
         return False
     if type(value) is list:
@@ -72,10 +74,12 @@ def encode(value: Any, what: str) -> Any:
 def encoded_size(value: Any) -> int:
     """Bytes of the stored JSON form of a plain value."""
     if isinstance(value, str):
-        return len(value) + 2 if value.isascii() else len(json.dumps(value).encode())
+        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            return len(value) + 2  # nothing to escape
+        return len(dumps(value).encode())
     if isinstance(value, _PLAIN):
         return 8
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(dumps(value).encode())
 
 
 @functools.cache
@@ -97,6 +101,8 @@ def decoder_for(annotation: Any) -> Callable[[Any], Any] | None:
 
 def _needs_model(annotation: Any) -> bool:
     """Whether rebuilding ``annotation`` needs more than the JSON value itself."""
+    if typing.get_origin(annotation) in (tuple, set, frozenset):
+        return True
     if isinstance(annotation, type):
         return (
             dataclasses.is_dataclass(annotation)

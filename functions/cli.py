@@ -1,0 +1,709 @@
+"""``heron``: start, signal, list, inspect, cancel, retry and sweep runs from a terminal.
+
+::
+
+    heron demo                                  the example order, start to finish, in seconds
+    heron start order '{"id": "o-1", ...}'      start a run (and drive it in process)
+    heron signal o-1 approved '{"by": "ops"}'   send a signal
+    heron ls --status waiting                   list runs
+    heron inspect o-1                           a run's header and its timeline
+    heron cancel o-1 | heron retry o-1          stop a run | give a failed one another go
+    heron sweep [--watch]                       resume every run that is due
+    heron schema ensure                         create the store's tables
+
+The workflows come from ``--app``/``HERON_APP`` (``module:attribute``, default
+``examples.orders:rt``), the store from ``--store``/``HERON_STORE`` (default
+``sqlite:///.heron/heron.db``). With the runtime's default in-process dispatcher, a command that
+makes a run due (``start``, ``signal``, ``retry``, ``sweep``) also runs it, here, until it
+suspends or ends. Bad input prints one red line and exits with status 2.
+
+Only this module imports typer and rich: the Lambda handlers never import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+import time
+import typing
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from functions._app import AppNotFound, load_runtime
+from runtime import (
+    Conflict,
+    HeronError,
+    InProcessDispatcher,
+    RunInfo,
+    RunNotFound,
+    Runtime,
+    SerializationError,
+    WorkflowNotFound,
+)
+from stores.contract import Checkpoint, Run, RunStatus
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+
+#: Exit status for bad input: unknown run or workflow, invalid JSON, a bad option value.
+EXIT_USAGE = 2
+#: Exit status for anything else that went wrong (a store error, a failed run).
+EXIT_FAILURE = 1
+
+STATUSES: tuple[str, ...] = typing.get_args(RunStatus)
+STATUS_STYLES = {
+    "pending": "blue",
+    "running": "bold blue",
+    "sleeping": "cyan",
+    "waiting": "yellow",
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+}
+#: Errors that mean the user asked for something that does not exist or cannot be: exit 2.
+_USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    AppNotFound,
+    Conflict,
+    RunNotFound,
+    WorkflowNotFound,
+    SerializationError,
+    ValueError,  # a bad store URL, run id or tag; PayloadTooLarge
+)
+
+DEMO_DB = ".heron/demo.db"
+DEMO_ORDER: dict[str, Any] = {
+    "id": "o-1001",
+    "items": [
+        {"sku": "heron-mug", "qty": 2},
+        {"sku": "heron-tee", "qty": 1},
+        {"sku": "sticker", "qty": 5},
+    ],
+    "total": 4700,
+}
+
+app = typer.Typer(
+    name="heron",
+    help="Durable workflows as plain async Python: start, inspect and drive runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+schema_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The global options, handed to every command through ``typer.Context.obj``."""
+
+    app: str | None = None
+    store: str | None = None
+
+
+def main() -> None:
+    """The ``heron`` console script."""
+    app(prog_name="heron")
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    app_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            envvar="HERON_APP",
+            metavar="MODULE:ATTR",
+            help="The Runtime holding your workflows (default: examples.orders:rt).",
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="HERON_STORE",
+            metavar="URL",
+            help="Store URL (default: sqlite:///.heron/heron.db).",
+        ),
+    ] = None,
+) -> None:
+    # As uvicorn does: modules in the current directory can be apps.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    ctx.obj = Settings(app=app_spec, store=store)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    workflow: Annotated[
+        str, typer.Argument(metavar="WORKFLOW", help="The workflow's registered name.")
+    ],
+    input_json: Annotated[
+        str | None, typer.Argument(metavar="INPUT_JSON", help="The run's input, as JSON.")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Choose the run id (idempotent).")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Tag the run (repeatable).")
+    ] = None,
+) -> None:
+    """Start a run of WORKFLOW and print its id."""
+    payload = _parse_json(input_json, "INPUT_JSON")
+
+    async def body(rt: Runtime) -> RunInfo:
+        new_id = await rt.start(workflow, payload, run_id=run_id, tags=tag or ())
+        await _settle(rt)
+        return await rt.get(new_id)
+
+    info = _run(ctx, body)
+    out = _console()
+    out.print(f"started run [bold]{escape(info.id)}[/] ({escape(info.workflow)} v{info.version})")
+    out.print(_status_line(info), soft_wrap=True)
+
+
+@app.command()
+def signal(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to signal.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The signal's name.")],
+    payload_json: Annotated[
+        str | None, typer.Argument(metavar="PAYLOAD_JSON", help="The payload, as JSON.")
+    ] = None,
+    signal_id: Annotated[
+        str | None, typer.Option("--id", help="A signal id: sending it twice does nothing.")
+    ] = None,
+) -> None:
+    """Send signal NAME to a run (buffered until the run waits for it)."""
+    payload = _parse_json(payload_json, "PAYLOAD_JSON")
+
+    async def body(rt: Runtime) -> RunInfo:
+        await rt.signal(run_id, name, payload, signal_id=signal_id)
+        await _settle(rt)
+        return await rt.get(run_id)
+
+    info = _run(ctx, body)
+    out = _console()
+    out.print(f"sent signal [bold]{escape(name)}[/] to run [bold]{escape(run_id)}[/]")
+    out.print(_status_line(info), soft_wrap=True)
+
+
+@app.command("ls")
+def list_runs(
+    ctx: typer.Context,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w", help="Only this one.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", "-s", help=f"One of {', '.join(STATUSES)}.")
+    ] = None,
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only runs with this tag.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 20,
+) -> None:
+    """List runs, newest first."""
+    if status is not None and status not in STATUSES:
+        _fail(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+
+    async def body(rt: Runtime) -> tuple[list[Run], str | None]:
+        return await rt.list_runs(workflow=workflow, status=status, tag=tag, limit=limit)
+
+    runs, more = _run(ctx, body)
+    out = _console()
+    if not runs:
+        out.print("[dim]no runs[/]")
+        return
+    now = time.time()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("RUN", "WORKFLOW", "STATUS", "CREATED", "UPDATED", "WAKES", "TAGS"):
+        table.add_column(column, no_wrap=column != "TAGS")
+    for run in runs:
+        table.add_row(
+            run.id,
+            f"{run.workflow} v{run.version}",
+            _status_text(run.status),
+            _local_time(run.created_at),
+            _local_time(run.updated_at),
+            _wake_text(run.wake_at, now),
+            ", ".join(run.tags),
+        )
+    out.print(table)
+    if more:
+        out.print(f"[dim]more runs than --limit {limit}[/]")
+
+
+@app.command()
+def inspect(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to show.")],
+) -> None:
+    """Show a run: its header, then its timeline (one row per checkpoint)."""
+
+    async def body(rt: Runtime) -> tuple[RunInfo, list[Run]]:
+        info = await rt.get(run_id)
+        children, _ = await rt.list_runs(parent_id=run_id, limit=100)
+        return info, children
+
+    info, children = _run(ctx, body)
+    out = _console()
+    out.print(_header(info, children))
+    out.print()
+    out.print(_timeline(info, out.width))
+    pending = [s for s in info.signals if s.id not in _consumed_signals(info)]
+    if pending:
+        names = ", ".join(s.name for s in pending)
+        out.print(f"[dim]buffered signals not consumed yet: {escape(names)}[/]")
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to cancel.")],
+    reason: Annotated[str, typer.Option("--reason", help="Recorded as the run's error.")] = (
+        "cancelled from the heron CLI"
+    ),
+) -> None:
+    """Cancel a run and its active children."""
+
+    async def body(rt: Runtime) -> tuple[str, RunInfo]:
+        before = (await rt.get(run_id)).status
+        await rt.cancel(run_id, reason)
+        return before, await rt.get(run_id)
+
+    before, info = _run(ctx, body)
+    out = _console()
+    if before in ("completed", "failed", "cancelled"):
+        out.print(f"run [bold]{escape(run_id)}[/] is already {before}; nothing to cancel")
+    else:
+        out.print(f"cancelled run [bold]{escape(run_id)}[/] (it was {before})")
+    out.print(_status_line(info), soft_wrap=True)
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A failed or cancelled run.")],
+) -> None:
+    """Give a failed or cancelled run another go from its last good checkpoint."""
+
+    async def body(rt: Runtime) -> RunInfo:
+        await rt.retry(run_id)
+        await _settle(rt)
+        return await rt.get(run_id)
+
+    info = _run(ctx, body)
+    out = _console()
+    out.print(f"retried run [bold]{escape(run_id)}[/]")
+    out.print(_status_line(info), soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Runs per page.")] = 100,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep sweeping until Ctrl-C.")] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, help="Seconds between sweeps (--watch).")
+    ] = 1.0,
+) -> None:
+    """Resume every run that is due (a timer fired, a signal came, a lease lapsed)."""
+    out = _console()
+
+    async def once(rt: Runtime) -> int:
+        due = await rt.store.due(rt.clock.now(), limit)
+        count = await rt.sweep(limit)
+        if isinstance(rt.dispatcher, InProcessDispatcher):
+            await rt.dispatcher.drain()
+            for run_id in due:
+                try:
+                    out.print(f"resumed: {_status_line(await rt.get(run_id))}", soft_wrap=True)
+                except RunNotFound:  # deleted meanwhile
+                    continue
+        elif count:
+            out.print(f"dispatched {count} due run(s) through {type(rt.dispatcher).__name__}")
+        return count
+
+    async def body(rt: Runtime) -> int:
+        total = await once(rt)
+        while watch:
+            await asyncio.sleep(interval)
+            total += await once(rt)
+        return total
+
+    try:
+        total = _run(ctx, body)
+    except KeyboardInterrupt:
+        out.print("[dim]stopped[/]")
+        return
+    if not total:
+        out.print("[dim]nothing is due[/]")
+
+
+@schema_app.command("ensure")
+def schema_ensure(ctx: typer.Context) -> None:
+    """Create the store's tables and indexes if they are missing."""
+
+    async def body(rt: Runtime) -> str:
+        await rt.store.ensure_schema()
+        return repr(rt.store)
+
+    store = _run(ctx, body)
+    _console().print(f"schema ready: {escape(store)}")
+
+
+@app.command()
+def demo(
+    db: Annotated[
+        Path, typer.Option("--db", help="SQLite file for the demo (deleted first).")
+    ] = Path(DEMO_DB),
+    timeout: Annotated[float, typer.Option("--timeout", help="Give up after this long.")] = 30.0,
+) -> None:
+    """Run the example order workflow start to finish, in a few seconds, and show its timeline.
+
+    Uses examples.orders:rt on its own SQLite file, whatever --app and --store say, so it never
+    touches your runs.
+    """
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    settings = Settings(app="examples.orders:rt", store=f"sqlite:///{db}")
+    out = _console()
+    out.print(f"[bold]heron demo[/]: the example order workflow on [cyan]{escape(str(db))}[/]")
+
+    async def body(rt: Runtime) -> None:
+        await _demo(rt, out, timeout, settings.store or "")
+
+    _run(settings, body)
+
+
+# -- the demo ----------------------------------------------------------------------------------
+
+
+async def _demo(rt: Runtime, out: Console, timeout: float, store_url: str) -> None:
+    order = DEMO_ORDER
+    t0 = time.monotonic()
+    narrator = _Narrator(out, t0)
+    run_id = await rt.start("order", order, run_id=order["id"])
+    items = ", ".join(f"{i['qty']}x {i['sku']}" for i in order["items"])
+    narrator.say(f"started run [bold]{run_id}[/] of workflow [bold]order[/]: {items}")
+    approval = {"by": "heron demo"}
+    signalled = False
+    while True:
+        await rt.sweep()  # wakes what is due; the in-process dispatcher resumes it right here
+        info = await rt.get(run_id)
+        children, _ = await rt.list_runs(parent_id=run_id, limit=10)
+        narrator.observe(info, [await rt.get(child.id) for child in children])
+        if info.terminal and info.wake_at is None:
+            break
+        if info.status == "waiting" and not signalled:
+            await rt.signal(run_id, "approved", approval, signal_id="demo-approval")
+            signalled = True
+            narrator.say(f"sent signal [bold]approved[/] {json.dumps(approval)} (from the demo)")
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"the demo run {run_id!r} is still {info.status} after {timeout}s")
+        await asyncio.sleep(0.05)
+    output = await rt.wait(run_id, timeout=5)  # the run has ended: its decoded output
+    narrator.say(f"[green]run {run_id} completed[/] in {time.monotonic() - t0:.2f}s")
+
+    out.print()
+    out.print(_timeline(info, out.width, title=f"run {run_id} · order v{info.version}"))
+    for child in children:
+        child_info = await rt.get(child.id)
+        out.print()
+        title = f"child run {child.id} · {child.workflow} v{child.version}"
+        out.print(_timeline(child_info, out.width, title=title))
+    out.print()
+    out.print("[bold]output[/]")
+    out.print_json(data=output)
+    out.print()
+    out.print(
+        f"[dim]look again with: heron --store {escape(store_url)} inspect {run_id}[/]",
+        soft_wrap=True,
+    )
+
+
+@dataclass
+class _Narrator:
+    """Turns what the demo sees in the store (new checkpoints, status changes) into a story."""
+
+    out: Console
+    t0: float
+    seen: set[tuple[str, int]] = field(default_factory=set)
+    statuses: dict[str, str] = field(default_factory=dict)
+
+    def say(self, message: str) -> None:
+        self.out.print(f"[dim]{time.monotonic() - self.t0:5.2f}s[/]  {message}", soft_wrap=True)
+
+    def observe(self, run: RunInfo, children: Sequence[RunInfo]) -> None:
+        """Tell what is new since the last look: checkpoints and child runs, oldest first."""
+        events: list[tuple[float, str]] = []
+        for child in children:
+            if child.id not in self.statuses:
+                self.statuses[child.id] = child.status
+                message = (
+                    f"started child workflow [bold]{escape(child.workflow)}[/] as run {child.id}"
+                )
+                events.append((child.created_at, message))
+        for info in (run, *children):
+            prefix = "" if info is run else f"  [{info.workflow}] "
+            for cp in info.steps:
+                if cp.seq >= 0 and (info.id, cp.seq) not in self.seen:
+                    self.seen.add((info.id, cp.seq))
+                    events.append((cp.at, escape(prefix) + self._describe(cp)))
+        for _, message in sorted(events, key=lambda event: event[0]):
+            self.say(message)
+        if run.status != self.statuses.get(run.id):
+            self.statuses[run.id] = run.status
+            self._status(run)
+
+    @staticmethod
+    def _describe(cp: Checkpoint) -> str:
+        name = escape(cp.name)
+        if cp.error is not None:
+            return f"[red]✗ {cp.kind} {name} failed: {escape(_error_text(cp.error))}[/]"
+        if cp.kind == "step" and cp.attempts > 1:
+            failed = "attempt 1" if cp.attempts == 2 else f"attempts 1-{cp.attempts - 1}"
+            return (
+                f"[yellow]↻ retrying {name}[/]: {failed} failed with a transient error, "
+                f"attempt {cp.attempts} succeeded → {escape(_abbrev(cp.value, 40))}"
+            )
+        if cp.kind == "sleep":
+            return "✓ woke up: the durable sleep is over"
+        if cp.kind == "signal":
+            payload = cp.value.get("payload") if isinstance(cp.value, dict) else cp.value
+            return f"✓ received signal [bold]{name}[/] {escape(_abbrev(payload, 40))}"
+        if cp.kind == "child":
+            return f"✓ child workflow [bold]{name}[/] done → {escape(_abbrev(cp.value, 50))}"
+        return f"✓ {cp.kind} [bold]{name}[/] → {escape(_abbrev(cp.value, 50))}"
+
+    def _status(self, run: RunInfo) -> None:
+        if run.status == "sleeping" and run.wake_at is not None:
+            seconds = max(0.0, run.wake_at - time.time())
+            self.say(f"[cyan]… sleeping[/] {seconds:.1f}s (suspended: nothing runs until then)")
+        elif run.status == "waiting":
+            waited = {cp.name for cp in run.steps if cp.kind == "signal"}
+            if "approved" not in waited:
+                self.say("[yellow]… waiting for approval[/] (signal [bold]approved[/])")
+            else:
+                self.say("[yellow]… waiting for the child workflow[/]")
+        elif run.status == "failed":
+            self.say(f"[red]✗ failed: {escape(_error_text(run.error))}[/]")
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _console(stderr: bool = False) -> Console:
+    # Made per use, so it writes to whatever sys.stdout is now (typer's CliRunner swaps it).
+    return Console(stderr=stderr, highlight=False)
+
+
+def _status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def _status_line(info: RunInfo) -> str:
+    status = f"[{STATUS_STYLES.get(info.status, 'default')}]{info.status}[/]"
+    line = f"{escape(info.id)} ({escape(info.workflow)}) is {status}"
+    if info.status == "sleeping" and info.wake_at is not None:
+        line += f", wakes {_wake_text(info.wake_at, time.time())}"
+    elif info.status == "waiting":
+        line += " for a signal or a child run"
+    elif info.status == "completed":
+        line += f": {escape(_abbrev(info.output, 60))}"
+    elif info.error:
+        line += f": {escape(_error_text(info.error))}"
+    return line
+
+
+def _header(info: RunInfo, children: Sequence[Run]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    grid.add_row("run", info.id)
+    grid.add_row("workflow", f"{info.workflow} v{info.version}")
+    grid.add_row("status", _status_text(info.status))
+    grid.add_row("created", _local_time(info.created_at))
+    elapsed = info.updated_at - info.created_at
+    grid.add_row("updated", f"{_local_time(info.updated_at)} (+{elapsed:.2f}s)")
+    if info.wake_at is not None:
+        grid.add_row("wakes", _wake_text(info.wake_at, time.time()))
+    if info.parent_id:
+        grid.add_row("parent", info.parent_id)
+    if children:
+        grid.add_row("children", ", ".join(f"{c.id} ({c.status})" for c in children))
+    if info.tags:
+        grid.add_row("tags", ", ".join(info.tags))
+    grid.add_row("input", _abbrev(info.input, 200))
+    if info.output is not None:
+        grid.add_row("output", _abbrev(info.output, 200))
+    if info.error:
+        grid.add_row("error", Text(_error_text(info.error), style="red"))
+    return grid
+
+
+def _timeline(info: RunInfo, width: int, title: str | None = None) -> Table:
+    """One row per checkpoint; the value column gets what ``width`` leaves, the rest never
+    shrink (rich would otherwise squeeze every column alike on a narrow terminal)."""
+    rows: list[tuple[str, str, str, str, str, Text]] = []
+    for cp in info.steps:
+        if cp.error is not None:
+            result = Text(_error_text(cp.error), style="red")
+        else:
+            result = Text(_abbrev(_shown_value(cp), 500))
+        rows.append(
+            (
+                str(cp.seq),
+                cp.kind,
+                cp.name,
+                str(cp.attempts),
+                f"+{cp.at - info.created_at:.2f}s",
+                result,
+            )
+        )
+    headers = ("seq", "kind", "name", "tries", "at")
+    fixed = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    # Borders and padding take 3 characters a column, plus one.
+    value_width = max(16, width - sum(fixed) - 3 * (len(headers) + 1) - 1)
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for header, size in zip(headers, fixed, strict=True):
+        justify: Literal["left", "right"] = "right" if header in ("seq", "tries", "at") else "left"
+        table.add_column(header, justify=justify, no_wrap=True, min_width=size)
+    table.add_column("value / error", overflow="ellipsis", no_wrap=True, max_width=value_width)
+    for *cells, result in rows:
+        result.truncate(value_width, overflow="ellipsis")
+        if cells[3] != "1":
+            cells[3] = f"[yellow]{cells[3]}[/]"
+        table.add_row(*cells, result)
+    if not rows:
+        table.add_row("", "", "[dim]no checkpoints yet[/]", "", "", "")
+    return table
+
+
+def _shown_value(cp: Checkpoint) -> Any:
+    if cp.kind == "signal" and isinstance(cp.value, dict):
+        return cp.value.get("payload")
+    if cp.kind == "sleep" and isinstance(cp.value, int | float):
+        return f"until {_local_time(float(cp.value), ms=True)}"
+    return cp.value
+
+
+def _consumed_signals(info: RunInfo) -> set[str]:
+    return {
+        str(cp.value.get("id"))
+        for cp in info.steps
+        if cp.kind == "signal" and isinstance(cp.value, dict)
+    } | {s.id for s in info.signals if s.name.startswith("heron:child:")}
+
+
+def _abbrev(value: Any, width: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _error_text(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+
+
+def _local_time(ts: float, *, ms: bool = False) -> str:
+    moment = dt.datetime.fromtimestamp(ts)
+    return moment.strftime("%H:%M:%S.%f")[:-3] if ms else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _wake_text(wake_at: float | None, now: float) -> str:
+    if wake_at is None:
+        return "-"
+    delta = wake_at - now
+    return "due now" if delta <= 0 else f"in {delta:.1f}s"
+
+
+# -- plumbing ----------------------------------------------------------------------------------
+
+
+def _run(settings: typer.Context | Settings, body: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Load the app's runtime, run ``body`` on it, let in-process work finish, close the store.
+
+    Errors a person can fix (an unknown run or workflow, a bad value) print one red line and
+    exit 2; other Heron errors exit 1.
+    """
+    if not isinstance(settings, Settings):
+        settings = settings.ensure_object(Settings)
+
+    async def go() -> T:
+        rt = _open_runtime(settings)
+        try:
+            result = await body(rt)
+            await _settle(rt)
+            return result
+        finally:
+            await rt.close()
+
+    try:
+        return asyncio.run(go())
+    except _USAGE_ERRORS as exc:
+        _fail(str(exc))
+    except (HeronError, TimeoutError) as exc:  # a store error, a failed run, a stuck demo
+        _fail(str(exc) or type(exc).__name__, code=EXIT_FAILURE)
+
+
+def _open_runtime(settings: Settings) -> Runtime:
+    rt = load_runtime(settings.app)
+    if settings.store:
+        # The runtime opens HERON_STORE on first use; open it now, while the variable says
+        # what --store says. (A runtime built with an explicit store keeps that store.)
+        with _environ("HERON_STORE", settings.store):
+            _ = rt.store
+    return rt
+
+
+async def _settle(rt: Runtime) -> None:
+    """Let the in-process dispatcher finish what it started (resumes of runs made due)."""
+    if isinstance(rt.dispatcher, InProcessDispatcher):
+        await rt.dispatcher.drain()
+
+
+@contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def _parse_json(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        _fail(f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {_abbrev(text, 60)}")
+
+
+def _fail(message: str, *, code: int = EXIT_USAGE) -> NoReturn:
+    _console(stderr=True).print(f"[bold red]error:[/] [red]{escape(message)}[/]", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    main()

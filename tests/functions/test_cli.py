@@ -1,0 +1,274 @@
+"""The ``heron`` CLI, driven through typer's ``CliRunner`` (and the installed script for the demo).
+
+Every test runs in its own temporary directory, on its own SQLite file (``HERON_STORE``), with a
+small app module written next to it (``HERON_APP``), so nothing touches the repository's
+``.heron`` folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from functions._app import DEFAULT_APP, AppNotFound, load_runtime
+from functions.cli import app
+from runtime import Runtime
+
+HERON = Path(sys.executable).with_name("heron")
+APP_MODULE = "heron_cli_testapp"
+APP_SOURCE = textwrap.dedent(
+    '''
+    """Workflows for the CLI tests: one waits for a signal, one naps briefly."""
+
+    from __future__ import annotations
+
+    from runtime import Context, Runtime
+
+    rt = Runtime()
+    not_a_runtime = {"rt": "no"}
+
+
+    @rt.step
+    async def greet(name: str) -> str:
+        return f"hello {name}"
+
+
+    @rt.workflow("greet")
+    async def greet_flow(ctx: Context, name: str) -> dict[str, object]:
+        text = await ctx.step(greet, name)
+        reply = await ctx.wait_for_signal("reply")
+        return {"text": text, "reply": reply}
+
+
+    @rt.workflow("nap")
+    async def nap(ctx: Context, seconds: float) -> str:
+        await ctx.sleep(seconds)
+        return "rested"
+    '''
+)
+
+
+#: Modules that hold a ``Runtime`` at module level. Each ``heron`` command runs in a process of
+#: its own and closes the runtime's store when it ends; in one test process, every invocation
+#: imports them afresh instead.
+APP_MODULES = (APP_MODULE, "examples.orders", "nested_app")
+
+
+def forget_apps() -> None:
+    for name in APP_MODULES:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary cwd holding the test app, and a fresh store in it."""
+    (tmp_path / f"{APP_MODULE}.py").write_text(APP_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("HERON_STORE", f"sqlite:///{tmp_path / 'heron.db'}")
+    monkeypatch.setenv("HERON_APP", f"{APP_MODULE}:rt")
+    forget_apps()
+    yield tmp_path
+    forget_apps()
+
+
+def heron(*args: str) -> Result:
+    forget_apps()
+    return CliRunner().invoke(app, list(args))
+
+
+def ok(*args: str) -> str:
+    result = heron(*args)
+    assert result.exit_code == 0, f"heron {' '.join(args)}: {result.output}"
+    return result.stdout
+
+
+def usage_error(*args: str) -> str:
+    """Run a command that must fail on bad input: exit 2, one red line, no traceback."""
+    result = heron(*args)
+    assert result.exit_code == 2, f"heron {' '.join(args)}: {result.output}"
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+# -- the demo ----------------------------------------------------------------------------------
+
+
+def test_demo_runs_the_order_workflow_to_completion(workspace: Path) -> None:
+    # given a directory with no .heron folder
+    env = {k: v for k, v in os.environ.items() if k not in ("HERON_STORE", "HERON_APP")}
+
+    # when the installed script runs the demo
+    proc = subprocess.run(
+        [str(HERON), "demo"], cwd=workspace, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    # then it finishes in seconds, tells each phase, and shows both timelines and the output
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for phase in (
+        "started run o-1001",
+        "retrying charge",
+        "sleeping",
+        "waiting for approval",
+        "sent signal approved",
+        "completed",
+    ):
+        assert phase in out, phase
+    for name in ("charge", "sleep", "approved", "pack", "invoice", "render_invoice"):
+        assert name in out, name
+    assert "child run o-1001-c" in out
+    assert '"status": "shipped"' in out
+    assert (workspace / ".heron" / "demo.db").exists()
+    assert proc.stderr == ""
+
+
+def test_demo_starts_fresh_each_time(workspace: Path) -> None:
+    # given a demo file left behind (not even a database)
+    db = workspace / "old" / "demo.db"
+    db.parent.mkdir()
+    db.write_text("left over")
+
+    # when / then: the demo deletes it and runs on a new one
+    out = ok("demo", "--db", str(db))
+    assert "run o-1001 completed" in out
+
+
+# -- a run's life through the CLI --------------------------------------------------------------
+
+
+def test_start_inspect_ls_cancel_retry_signal_round_trip() -> None:
+    out = ok("start", "greet", '"ada"', "--run-id", "r-1", "--tag", "vip")
+    assert "started run r-1 (greet v1)" in out
+    assert "waiting" in out  # ran in process until it waits for its signal
+
+    listed = ok("ls")
+    assert "r-1" in listed and "waiting" in listed and "vip" in listed
+    assert "no runs" in ok("ls", "--status", "completed")
+    assert "r-1" in ok("ls", "--workflow", "greet", "--tag", "vip", "--limit", "5")
+
+    shown = ok("inspect", "r-1")
+    assert "waiting" in shown and "greet" in shown and "hello ada" in shown
+
+    assert "cancelled run r-1 (it was waiting)" in ok("cancel", "r-1")
+    assert "cancelled" in ok("inspect", "r-1")
+
+    out = ok("retry", "r-1")
+    assert "retried run r-1" in out and "waiting" in out
+
+    out = ok("signal", "r-1", "reply", '{"ok": true}')
+    assert "sent signal reply to run r-1" in out and "completed" in out
+
+    shown = ok("inspect", "r-1")
+    assert "completed" in shown
+    assert "reply" in shown and '{"ok": true}' in shown  # the signal's row in the timeline
+    assert '"text": "hello ada"' in shown  # the output in the header
+
+    assert "already completed" in ok("cancel", "r-1")
+    assert "r-1" in usage_error("retry", "r-1")
+
+
+def test_start_is_idempotent_on_run_id() -> None:
+    ok("start", "greet", '"ada"', "--run-id", "r-1")
+    assert "started run r-1" in ok("start", "greet", '"ada"', "--run-id", "r-1")
+    assert "'r-1' already exists" in usage_error("start", "greet", '"bob"', "--run-id", "r-1")
+
+
+def test_sweep_resumes_what_is_due() -> None:
+    ok("start", "nap", "0.2", "--run-id", "n-1")
+    assert "sleeping" in ok("inspect", "n-1")
+    time.sleep(0.25)
+
+    out = ok("sweep")
+    assert "resumed: n-1 (nap) is completed: rested" in out
+    assert "nothing is due" in ok("sweep")
+
+
+def test_schema_ensure(workspace: Path) -> None:
+    out = ok("--store", f"sqlite:///{workspace / 'other.db'}", "schema", "ensure")
+    assert "schema ready" in out and "other.db" in out
+    assert (workspace / "other.db").exists()
+
+
+def test_store_option_overrides_heron_store(workspace: Path) -> None:
+    other = f"sqlite:///{workspace / 'other.db'}"
+    ok("--store", other, "start", "greet", '"ada"', "--run-id", "r-9")
+    assert "r-9" in ok("--store", other, "ls")
+    assert "no runs" in ok("ls")
+
+
+# -- bad input: one red line, exit 2 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("inspect", "ghost"), "run 'ghost' not found"),
+        (("signal", "ghost", "reply"), "run 'ghost' not found"),
+        (("cancel", "ghost"), "run 'ghost' not found"),
+        (("retry", "ghost"), "run 'ghost' not found"),
+        (("start", "nope"), "no workflow named 'nope' is registered (known: greet, nap)"),
+        (("start", "greet", "{bad"), "INPUT_JSON is not valid JSON"),
+        (("signal", "r-1", "reply", "[1,"), "PAYLOAD_JSON is not valid JSON"),
+        (("start", "greet", '"x"', "--run-id", "a/b"), "'a/b'"),
+        (("ls", "--status", "weird"), "unknown status 'weird'"),
+        (("--app", "no_such_module:rt", "ls"), "'no_such_module:rt': no module named"),
+        (("--app", f"{APP_MODULE}:missing", "ls"), "has no attribute 'missing'"),
+        (("--app", f"{APP_MODULE}:not_a_runtime", "ls"), "is a dict, not a heron Runtime"),
+        (("--app", APP_MODULE, "ls"), "expected 'module:attribute'"),
+        (("--store", "bogus://x", "ls"), "unknown store URL scheme 'bogus'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args: tuple[str, ...], expected: str) -> None:
+    assert expected in usage_error(*args)
+
+
+# -- loading the app ---------------------------------------------------------------------------
+
+
+def test_load_runtime_resolves_spec_env_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    import examples.orders
+
+    assert load_runtime("examples.orders:rt") is examples.orders.rt
+    monkeypatch.delenv("HERON_APP")
+    assert DEFAULT_APP == "examples.orders:rt"
+    assert load_runtime() is examples.orders.rt
+    assert set(examples.orders.rt.workflows) == {"invoice", "order"}
+
+
+def test_load_runtime_error_names_the_spec() -> None:
+    with pytest.raises(AppNotFound) as caught:
+        load_runtime("examples.orders:nothing")
+    assert caught.value.spec == "examples.orders:nothing"
+    assert "examples.orders:nothing" in str(caught.value)
+
+
+def test_load_runtime_follows_dotted_attributes(workspace: Path) -> None:
+    (workspace / "nested_app.py").write_text(
+        "from types import SimpleNamespace\n"
+        "from runtime import Runtime\n"
+        "platform = SimpleNamespace(rt=Runtime())\n"
+    )
+    sys.path.insert(0, str(workspace))  # the fixture restores sys.path
+    assert isinstance(load_runtime("nested_app:platform.rt"), Runtime)
+
+
+def test_handlers_never_import_the_cli_libraries() -> None:
+    code = (
+        "import sys, functions._app, examples.orders; "
+        "print(sorted(m for m in ('typer', 'rich') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert proc.stdout.strip() == "[]"
