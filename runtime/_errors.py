@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stores.contract import Conflict, HeronError, SchemaMissing, StoreError
+from stores.contract import Conflict, HeronError, PayloadTooLarge, SchemaMissing, StoreError
 
 __all__ = [
     "Conflict",
@@ -92,10 +92,6 @@ class RunNotFound(HeronError, LookupError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"run {run_id!r} not found")
         self.run_id = run_id
-
-
-class PayloadTooLarge(HeronError, ValueError):
-    """A value is larger than the store accepts; the message names the step and seq."""
 
 
 class SerializationError(HeronError, TypeError):

@@ -19,6 +19,7 @@ every backend keeps (``tests/contract/`` checks them for each store):
 Errors::
 
     HeronError            (the base of all of Heron's errors, re-exported by ``runtime``)
+    PayloadTooLarge       a value over the runtime's limit or a store's item limit
     StoreError            any failure a backend reports about a run (carries the run id)
      ├── Conflict         a create-only or conditional write lost a race
      └── SchemaMissing    the table/schema is absent and ``auto_schema`` is off
@@ -41,6 +42,7 @@ __all__ = [
     "Conflict",
     "HeronError",
     "Loaded",
+    "PayloadTooLarge",
     "Run",
     "RunPage",
     "RunQuery",
@@ -74,6 +76,11 @@ class StoreError(HeronError):
 
 class Conflict(StoreError):
     """A create-only or conditional write lost a race (or a start reused an id differently)."""
+
+
+class PayloadTooLarge(HeronError, ValueError):
+    """A value is larger than the runtime's limit or the store's item limit; the message names
+    the step and seq. Raised by the runtime, and by stores whose items have a hard size cap."""
 
 
 class SchemaMissing(StoreError):
@@ -271,9 +278,12 @@ class RunPage:
     next_cursor: str | None = None
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, the one encoding every store uses for payloads."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes | None) -> Any:
