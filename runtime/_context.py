@@ -37,7 +37,7 @@ from runtime._errors import (
     describe,
 )
 from runtime._serde import encode, encoded_size
-from stores.contract import Checkpoint, Conflict, Loaded, Signal
+from stores.contract import Checkpoint, Conflict, Loaded, Signal, StoreError
 
 if TYPE_CHECKING:
     from runtime._runtime import Runtime
@@ -142,6 +142,7 @@ class Context:
         self.suspended: SuspendKind | None = None
         self.stopped = False  # no new live operation may start
         self.conflict = False  # a checkpoint raced another executor: reload and replay
+        self.store_error: BaseException | None = None
         self.failure: BaseException | None = None  # fail the run with this, history intact
         self.new_children: list[str] = []
         self.appended = 0
@@ -371,7 +372,14 @@ class Context:
             signal = self._take_signal(_CHILD_SIGNAL + child_id)
             if signal is None:
                 if child_id not in self.engine["children"]:
-                    await self._rt._start_child(self, child_id, workflow, input)
+                    try:
+                        await self._rt._start_child(self, child_id, workflow, input)
+                    except Exception as exc:  # a store failure: fail this invocation, not the run
+                        if isinstance(exc, HeronError) and not isinstance(exc, StoreError):
+                            raise  # WorkflowNotFound, PayloadTooLarge: the workflow's own error
+                        if self.store_error is None:
+                            self.store_error = exc
+                        raise Suspend() from exc
                     self.engine["children"].append(child_id)
                     self.new_children.append(child_id)
                 self._suspend("waiting", None)
@@ -497,7 +505,7 @@ class Context:
 
     def _gate(self, seq: int) -> None:
         """Called before any live work: refuse it once the run has to stop."""
-        if self.stopped or self.conflict or self.failure is not None:
+        if self.stopped or self.conflict or self.failure is not None or self.store_error:
             raise Suspend()
         if self._barrier is not None and seq >= self._barrier:
             # numbered after the run began to suspend: code that swallowed the suspension
@@ -588,6 +596,10 @@ class Context:
         except Conflict:
             self.conflict = True
             raise Suspend() from None
+        except Exception as exc:  # a store failure: fail this invocation, not the run
+            if self.store_error is None:
+                self.store_error = exc
+            raise Suspend() from exc
         self._history[cp.seq] = cp
         self._visited.add(cp.seq)
         self._max_seq = max(self._max_seq, cp.seq)

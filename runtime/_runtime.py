@@ -423,27 +423,31 @@ class Runtime:
         holds its lease. ``deadline`` (clock time) is when to stop starting new steps; the run
         then suspends with ``wake_at = now`` and the next invocation carries on.
         """
-        loaded = await self._load(run_id)
         now = self.clock.now()
-        if loaded.run.terminal:
-            return await self._settle_terminal(loaded.run)
-        if loaded.run.wake_at is None or loaded.run.wake_at > now:
-            return None
         lease = Lease(uuid.uuid4().hex)
-        if not await self.store.acquire(run_id, lease.token, self.lease_ttl, now=now):
+        if not await self.store.acquire(
+            run_id, lease.token, self.lease_ttl, now=now, due_only=True
+        ):
+            loaded = await self._load(run_id)  # not due, leased, terminal or missing
+            if loaded.run.terminal:
+                return await self._settle_terminal(loaded.run)
             return None
         renewal = asyncio.ensure_future(self._renew(run_id, lease))
         try:
+            # Read the history only under the lease: a history loaded earlier could predate a
+            # whole invocation of another executor, and replaying it would re-run its steps.
+            current = await self.store.load(run_id)
             for _ in range(_MAX_REPLAYS):
-                saved = await self._execute(loaded, lease, deadline)
+                if current is None:
+                    return None
+                if current.run.terminal:
+                    return await self._settle_terminal(current.run)
+                if lease.lost:  # the run belongs to another executor now
+                    return None
+                saved = await self._execute(current, lease, deadline)
                 if saved is not None:
                     return saved
-                reloaded = await self.store.load(run_id)  # a race: reload and replay
-                if reloaded is None:
-                    return None
-                if reloaded.run.terminal:
-                    return await self._settle_terminal(reloaded.run)
-                loaded = reloaded
+                current = await self.store.load(run_id)  # a race: reload and replay
             raise StoreError(
                 f"run {run_id!r}: gave up after {_MAX_REPLAYS} conflicting saves", run_id=run_id
             )
@@ -453,9 +457,18 @@ class Runtime:
 
     async def _renew(self, run_id: str, lease: Lease) -> None:
         """Keep the lease while a long step runs: renew every third of its ttl."""
+        expires = self.clock.now() + self.lease_ttl
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
-            ok = await self.store.acquire(run_id, lease.token, self.lease_ttl, now=self.clock.now())
+            now = self.clock.now()
+            try:
+                ok = await self.store.acquire(run_id, lease.token, self.lease_ttl, now=now)
+            except Exception:  # a blip: retry unless the lease lapsed meanwhile
+                if self.clock.now() >= expires:
+                    lease.lost = True
+                    return
+                continue
+            expires = now + self.lease_ttl
             if not ok:  # lost it (expired and taken) or the run was cancelled: start nothing new
                 lease.lost = True
                 return
@@ -487,7 +500,9 @@ class Runtime:
             outcome = exc
         ctx.stopped = True  # whatever is still running may finish its step but start no new one
         await ctx.settle()
-        if ctx.conflict:
+        if ctx.store_error is not None:  # the invocation fails; a later one retries
+            raise ctx.store_error
+        if ctx.conflict or lease.lost:  # never write the run's end without the lease
             return None
         try:
             await ctx.flush_patches()

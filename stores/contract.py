@@ -361,13 +361,23 @@ class WorkflowStore(abc.ABC):
 
     @abc.abstractmethod
     async def acquire(
-        self, run_id: str, token: str, ttl: float, *, now: float | None = None
+        self,
+        run_id: str,
+        token: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        due_only: bool = False,
     ) -> bool:
         """Take the run's lease (or renew it, when ``token`` already holds it).
 
         Succeeds when the lease is free, expired or held by ``token``, and the run exists and is
         not terminal. Sets ``lease_expires_at`` and ``wake_at`` to ``now + ttl``, so that a
         crashed holder's run becomes due once its lease lapses. Does not bump ``revision``.
+
+        With ``due_only``, also requires ``wake_at <= now``: an executor takes a run only when
+        it is due, in the same atomic step, and reads the history after that, so it can never
+        act on a history loaded before another executor's whole invocation.
         """
 
     @abc.abstractmethod

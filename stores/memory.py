@@ -147,11 +147,19 @@ class MemoryStore(WorkflowStore):
         return self._page(hits, query)
 
     async def acquire(
-        self, run_id: str, token: str, ttl: float, *, now: float | None = None
+        self,
+        run_id: str,
+        token: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        due_only: bool = False,
     ) -> bool:
         run = self._runs.get(run_id)
         now = self._now(now)
         if run is None or run.terminal:
+            return False
+        if due_only and (run.wake_at is None or run.wake_at > now):
             return False
         held = run.lease_expires_at is not None and run.lease_expires_at > now
         if held and run.lease_token != token:

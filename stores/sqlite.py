@@ -405,9 +405,14 @@ class SqliteStore(WorkflowStore):
                         self._prepare_schema(conn, run_id, create=create_schema or self.auto_schema)
                         self._schema_ready = True
                     if tx is None:
-                        return op(conn)
-                    conn.execute("BEGIN IMMEDIATE" if tx == "write" else "BEGIN")
+                        try:
+                            return op(conn)
+                        except BaseException:
+                            if conn.in_transaction:
+                                conn.execute("ROLLBACK")
+                            raise
                     try:
+                        conn.execute("BEGIN IMMEDIATE" if tx == "write" else "BEGIN")
                         result = op(conn)
                         conn.execute("COMMIT")
                     except BaseException:
@@ -601,13 +606,20 @@ class SqliteStore(WorkflowStore):
     # -- the lease -------------------------------------------------------------------------------
 
     async def acquire(
-        self, run_id: str, token: str, ttl: float, *, now: float | None = None
+        self,
+        run_id: str,
+        token: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        due_only: bool = False,
     ) -> bool:
         now = self._now(now)
         params = (token, now + ttl, run_id, now)
+        sql = _SQL_ACQUIRE + (" AND wake_at IS NOT NULL AND wake_at <= ?4" if due_only else "")
 
         def op(conn: sqlite3.Connection) -> bool:
-            return conn.execute(_SQL_ACQUIRE, params).rowcount == 1
+            return conn.execute(sql, params).rowcount == 1
 
         return await self._call(run_id, op)
 

@@ -753,6 +753,26 @@ async def test_acquire_does_not_bump_the_revision(store: WorkflowStore) -> None:
     assert saved.revision == loaded.revision + 1
 
 
+async def test_acquire_due_only_takes_only_a_due_run(store: WorkflowStore) -> None:
+    # given runs that are waiting (no wake), sleeping (wake later) and due (wake now)
+    await store.create(make_run("waiting", wake_at=None))
+    await store.create(make_run("sleeping", wake_at=T0 + 60))
+    await store.create(make_run("due", wake_at=T0))
+
+    # when executors try to take each one only if it is due
+    got = {
+        run_id: await store.acquire(run_id, "a", TTL, now=T0, due_only=True)
+        for run_id in ("waiting", "sleeping", "due")
+    }
+
+    # then only the due run is taken, and the others keep their wake untouched
+    assert got == {"waiting": False, "sleeping": False, "due": True}
+    assert (await header(store, "waiting")).wake_at is None
+    assert (await header(store, "sleeping")).wake_at == T0 + 60
+    assert (await header(store, "sleeping")).lease_token is None
+    assert (await header(store, "due")).wake_at == T0 + TTL
+
+
 async def test_the_atomic_lease_flag_matches_the_capability(
     store: WorkflowStore, capabilities: frozenset[str]
 ) -> None:

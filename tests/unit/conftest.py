@@ -72,10 +72,16 @@ class CountingStore(WorkflowStore):
         return await self.inner.list_runs(query)
 
     async def acquire(
-        self, run_id: str, token: str, ttl: float, *, now: float | None = None
+        self,
+        run_id: str,
+        token: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        due_only: bool = False,
     ) -> bool:
         self.calls["acquire"] += 1
-        return await self.inner.acquire(run_id, token, ttl, now=now)
+        return await self.inner.acquire(run_id, token, ttl, now=now, due_only=due_only)
 
     async def release(self, run_id: str, token: str) -> None:
         self.calls["release"] += 1
