@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/steps.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from bench._counting import READS, WRITES, CountingStore  # noqa: E402
 from runtime import Context, NoopDispatcher, Runtime  # noqa: E402
+from runtime.testing import READS, WRITES, CountingStore  # noqa: E402
 from stores.contract import Checkpoint, WorkflowStore  # noqa: E402
 from stores.memory import MemoryStore  # noqa: E402
 from stores.sqlite import SqliteStore  # noqa: E402

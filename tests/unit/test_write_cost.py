@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from runtime import Context
-from runtime.testing import test_runtime
+from runtime.testing import CountingStore, test_runtime
 from stores.contract import WorkflowStore
-from tests.unit.conftest import CountingStore
 
 STEPS = 200
 
