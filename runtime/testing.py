@@ -20,7 +20,7 @@ from runtime._dispatch import NoopDispatcher
 from runtime._runtime import Runtime
 from stores.contract import Checkpoint, Loaded, Run, RunPage, RunQuery, Signal, WorkflowStore
 
-__all__ = ["READS", "WRITES", "CountingStore", "FakeClock", "test_runtime"]
+__all__ = ["CountingStore", "FakeClock", "test_runtime"]
 
 
 class FakeClock:
