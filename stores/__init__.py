@@ -40,6 +40,7 @@ __all__ = [
 _BACKENDS: dict[str, tuple[str, str]] = {
     "memory": ("stores.memory", "MemoryStore"),
     "sqlite": ("stores.sqlite", "SqliteStore"),
+    "dynamodb": ("stores.dynamodb", "DynamoDBStore"),
 }
 
 DEFAULT_STORE_URL = "sqlite:///.heron/heron.db"

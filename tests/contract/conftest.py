@@ -17,6 +17,7 @@ generated-and-skipped (a skipped test counts as a defect in CI).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,9 +33,10 @@ from stores.contract import WorkflowStore
 # redis-server, libSQL on a file), write a setup below and add ONE entry to STORES: every test in
 # tests/contract/ then runs against it too. A setup is an async context manager that, for one
 # test, prepares fresh, empty data (a file in tmp_path, a new table, a new key prefix or database
-# number) and yields a Backend; servers shared by many tests are started once per session by the
-# setup itself. Import the backend's module inside the setup, so one missing driver fails only
-# its own tests.
+# number) and yields a Backend; a server shared by many tests is started once per session, by a
+# session fixture the entry names in `fixtures` (DynamoDB: `moto_endpoint` in tests/conftest.py)
+# or by the setup itself. Import the backend's module inside the setup, so one missing driver
+# fails only its own tests.
 # =============================================================================================
 
 #: The store has a schema: it honours ``auto_schema=False`` and ``ensure_schema()``.
@@ -57,8 +59,11 @@ class Backend:
 
 @dataclass(frozen=True)
 class StoreKind:
-    setup: Callable[[Path], AbstractAsyncContextManager[Backend]]
+    #: ``setup(tmp_path, **fixtures)``: the fixtures named in ``fixtures`` come as keywords.
+    setup: Callable[..., AbstractAsyncContextManager[Backend]]
     capabilities: frozenset[str] = field(default_factory=frozenset)
+    #: Session fixtures the setup needs, such as a server (``moto_endpoint``).
+    fixtures: tuple[str, ...] = ()
 
 
 @asynccontextmanager
@@ -85,9 +90,26 @@ async def _sqlite(tmp_path: Path) -> AsyncIterator[Backend]:
     yield Backend(open=open_, url=f"sqlite:///{path}")  # absolute: sqlite:////tmp/...
 
 
+@asynccontextmanager
+async def _dynamodb(tmp_path: Path, moto_endpoint: str, aws_session: Any) -> AsyncIterator[Backend]:
+    """A fresh table per test (created on first use) on the session's moto server, over HTTP."""
+    from stores import open_store
+
+    table = f"heron-{uuid.uuid4().hex[:12]}"
+    url = f"dynamodb://{table}?region=us-east-1&endpoint_url={moto_endpoint}"
+
+    async def open_(**options: Any) -> WorkflowStore:
+        return open_store(url, session=aws_session, **options)
+
+    yield Backend(open=open_, url=url)
+
+
 STORES: dict[str, StoreKind] = {
     "memory": StoreKind(_memory, frozenset({ATOMIC_LEASE})),
     "sqlite": StoreKind(_sqlite, frozenset({ATOMIC_LEASE, SCHEMA, URL})),
+    "dynamodb": StoreKind(
+        _dynamodb, frozenset({ATOMIC_LEASE, SCHEMA, URL}), fixtures=("moto_endpoint", "aws_session")
+    ),
 }
 
 # =============================================================================================
@@ -126,8 +148,12 @@ def capabilities(store_kind: str) -> frozenset[str]:
 
 
 @pytest.fixture
-async def backend(store_kind: str, tmp_path: Path) -> AsyncIterator[Backend]:
-    async with STORES[store_kind].setup(tmp_path) as backend:
+async def backend(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Backend]:
+    kind = STORES[store_kind]
+    fixtures = {name: request.getfixturevalue(name) for name in kind.fixtures}
+    async with kind.setup(tmp_path, **fixtures) as backend:
         yield backend
 
 

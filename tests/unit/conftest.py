@@ -3,12 +3,14 @@
 ``rt``/``clock``/``store``  a ``Runtime`` on a ``MemoryStore`` with a ``FakeClock`` and no
                             background dispatch (``runtime.testing.test_runtime``): ``rt.wait``
                             and ``rt.resume`` drive the runs, deterministically.
-``any_store``               a fresh store of each kind (memory, sqlite in ``tmp_path``).
+``any_store``               a fresh store of each kind (memory, sqlite in ``tmp_path``, dynamodb: a
+                            new table on the session's moto server).
 ``CountingStore``           (from ``runtime.testing``) counts every store call.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -40,15 +42,24 @@ def clock(harness: tuple[Runtime, FakeClock]) -> FakeClock:
     return harness[1]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "dynamodb"])
 async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WorkflowStore]:
     if request.param == "memory":
         yield MemoryStore()
         return
-    from stores.sqlite import SqliteStore
+    store: WorkflowStore
+    if request.param == "dynamodb":
+        from stores.dynamodb import DynamoDBStore
 
-    sqlite = SqliteStore(str(tmp_path / "heron.db"))
+        endpoint = request.getfixturevalue("moto_endpoint")
+        session = request.getfixturevalue("aws_session")
+        table = f"heron-{uuid.uuid4().hex[:12]}"
+        store = DynamoDBStore(table, region="us-east-1", endpoint_url=endpoint, session=session)
+    else:
+        from stores.sqlite import SqliteStore
+
+        store = SqliteStore(str(tmp_path / "heron.db"))
     try:
-        yield sqlite
+        yield store
     finally:
-        await sqlite.close()
+        await store.close()
