@@ -9,6 +9,7 @@
     heron inspect o-1                           a run's header and its timeline
     heron cancel o-1 | heron retry o-1          stop a run | give a failed one another go
     heron sweep [--watch]                       resume every run that is due
+    heron dev                                   the HTTP API, dashboard and sweep, locally
     heron schema ensure                         create the store's tables
 
 The workflows come from ``--app``/``HERON_APP`` (``module:attribute``, default
@@ -352,6 +353,72 @@ def sweep(
         return
     if not total:
         out.print("[dim]nothing is due[/]")
+
+
+@app.command()
+def dev(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8000,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, help="Seconds between sweeps.")
+    ] = 1.0,
+) -> None:
+    """Run the platform locally: the HTTP API and dashboard, a sweep loop, in-process resumes.
+
+    Serves the same ASGI app as the Lambda API function (uvicorn), sweeps every INTERVAL
+    seconds and resumes runs in this process, on the configured store (the embedded SQLite
+    file by default). The API is open unless HERON_API_TOKEN is set.
+    """
+    import uvicorn
+
+    from functions.asgi import ApiSettings, create_app
+
+    settings = ctx.ensure_object(Settings)
+    api = ApiSettings.from_env()
+    if not api.token and not api.iam:
+        api = ApiSettings(open=True, max_body=api.max_body)
+    out = _console()
+
+    async def serve() -> None:
+        rt = _open_runtime(settings)
+        if not isinstance(rt.dispatcher, InProcessDispatcher):  # HERON_QUEUE_URL: not here
+            rt.dispatcher = InProcessDispatcher(rt.resume)
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(rt, api), host=host, port=port, log_level="warning")
+        )
+        sweeper = asyncio.create_task(_sweep_forever(rt, interval))
+        auth = "open (local development)" if api.open else "bearer token (HERON_API_TOKEN)"
+        out.print(
+            f"[bold]heron dev[/]: http://{host}:{port}  ·  dashboard /dashboard  ·  API docs "
+            f"/docs  ·  auth {auth}  ·  sweep every {interval:g}s  ·  "
+            f"store {escape(repr(rt.store))}",
+            soft_wrap=True,
+        )
+        try:
+            await server.serve()
+        finally:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+            await rt.close()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    except _USAGE_ERRORS as exc:
+        _fail(str(exc))
+    out.print("[dim]stopped[/]")
+
+
+async def _sweep_forever(rt: Runtime, interval: float) -> None:
+    """The local stand-in for the EventBridge schedule: wake what is due, every ``interval``."""
+    while True:
+        try:
+            await rt.sweep()
+        except Exception as exc:  # a store blip: report it, keep sweeping
+            _console(stderr=True).print(f"[red]sweep failed: {escape(str(exc))}[/]")
+        await asyncio.sleep(interval)
 
 
 @schema_app.command("ensure")

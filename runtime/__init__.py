@@ -18,7 +18,14 @@ import logging
 
 from runtime._clock import Clock, SystemClock
 from runtime._context import Context, StepKey, step_key
-from runtime._dispatch import Dispatcher, InProcessDispatcher, NoopDispatcher
+from runtime._dispatch import (
+    Dispatcher,
+    DispatchError,
+    InProcessDispatcher,
+    NoopDispatcher,
+    SQSDispatcher,
+    dispatcher_from_env,
+)
 from runtime._errors import (
     Conflict,
     FatalError,
@@ -43,6 +50,7 @@ __all__ = [
     "Clock",
     "Conflict",
     "Context",
+    "DispatchError",
     "Dispatcher",
     "FatalError",
     "HeronError",
@@ -54,6 +62,7 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "Runtime",
+    "SQSDispatcher",
     "SchemaMissing",
     "SerializationError",
     "StepFailed",
@@ -62,5 +71,6 @@ __all__ = [
     "SystemClock",
     "WorkflowFailed",
     "WorkflowNotFound",
+    "dispatcher_from_env",
     "step_key",
 ]

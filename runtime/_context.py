@@ -145,6 +145,7 @@ class Context:
         self.store_error: BaseException | None = None
         self.failure: BaseException | None = None  # fail the run with this, history intact
         self.new_children: list[str] = []
+        self.committed: list[Checkpoint] = []  # what this invocation appended (not patch markers)
         self.appended = 0
 
     # -- public API ----------------------------------------------------------------------------
@@ -603,6 +604,7 @@ class Context:
         self._history[cp.seq] = cp
         self._visited.add(cp.seq)
         self._max_seq = max(self._max_seq, cp.seq)
+        self.committed.append(cp)
         self.appended += 1
 
     async def flush_patches(self) -> None:

@@ -19,13 +19,13 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from runtime._clock import Clock, SystemClock
 from runtime._context import Context, Lease
-from runtime._dispatch import Dispatcher, InProcessDispatcher
+from runtime._dispatch import Dispatcher, InProcessDispatcher, dispatcher_from_env
 from runtime._errors import (
     NonDeterminismError,
     PayloadTooLarge,
@@ -60,6 +60,8 @@ __all__ = ["RunInfo", "Runtime"]
 log = logging.getLogger("heron")
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: ``observer(event, data)``: see :meth:`Runtime.observe`.
+Observer = Callable[[str, Mapping[str, Any]], None]
 CHILD_SIGNAL = "heron:child:"
 #: A run suspending with a wake closer than this gets a precise (delayed) dispatch.
 PRECISE_WAKE_WINDOW = 900.0
@@ -111,7 +113,8 @@ class Runtime:
     """The engine. ``Runtime(store=open_store(url), lease_ttl=30.0)``.
 
     Without a store it opens ``HERON_STORE``, else ``sqlite:///.heron/heron.db``, on first use.
-    ``dispatcher`` defaults to in-process tasks; ``clock`` to the wall clock. ``max_payload``
+    ``dispatcher`` defaults to :func:`~runtime.dispatcher_from_env` (SQS when ``HERON_QUEUE_URL``
+    is set, else in-process tasks); ``clock`` to the wall clock. ``max_payload``
     caps any stored value (256 KB); a step back-off longer than ``inline_retry_limit`` seconds
     suspends the run rather than sleeping in the invocation.
     """
@@ -134,13 +137,14 @@ class Runtime:
         self.max_payload = max_payload
         self.inline_retry_limit = inline_retry_limit
         if dispatcher is None:
-            dispatcher = InProcessDispatcher()
+            dispatcher = dispatcher_from_env()
         if isinstance(dispatcher, InProcessDispatcher):
             dispatcher.bind(self.resume)
         self.dispatcher: Dispatcher = dispatcher
         self._workflows: dict[str, dict[str, WorkflowSpec]] = {}
         self._steps: dict[Callable[..., Any], StepSpec] = {}
         self._last_signal_at = 0.0
+        self._observers: list[Observer] = []
 
     @property
     def store(self) -> WorkflowStore:
@@ -154,6 +158,36 @@ class Runtime:
     @store.setter
     def store(self, store: WorkflowStore) -> None:
         self._store = store
+
+    def observe(self, observer: Observer) -> Observer:
+        """Call ``observer(event, data)`` as runs progress (metrics, logs); returns it.
+
+        Events: ``run.started`` (``run``: a new run was created), ``run.resumed`` (``run``,
+        ``now``: an executor took the run's lease and loaded it), ``checkpoint`` (``run``,
+        ``checkpoint``: one this invocation committed), ``run.finished`` (``run``: it ended
+        completed or failed). Observers run inline and must be quick; one that raises is logged
+        and otherwise ignored.
+        """
+        self._observers.append(observer)
+        return observer
+
+    def _notify(self, event: str, **data: Any) -> None:
+        for observer in self._observers:
+            try:
+                observer(event, data)
+            except Exception:
+                log.exception("observer %r failed on %r", observer, event)
+
+    async def _dispatch(self, run_ids: Sequence[str], *, delay: float = 0.0) -> None:
+        """Best effort: a run handed to no executor stays due, and the sweep dispatches it."""
+        try:
+            await self.dispatcher.dispatch(run_ids, delay=delay)
+        except Exception:
+            log.exception(
+                "dispatch of %d run(s) failed; the sweep will wake them",
+                len(run_ids),
+                extra={"run_id": run_ids[0] if run_ids else None},
+            )
 
     # -- registration --------------------------------------------------------------------------
 
@@ -294,7 +328,9 @@ class Runtime:
                 )
             return run_id
         log.info("run started", extra={"run_id": run_id, "workflow": workflow})
-        await self.dispatcher.dispatch([run_id])
+        if self._observers:
+            self._notify("run.started", run=run)
+        await self._dispatch([run_id])
         return run_id
 
     async def _start_child(self, ctx: Context, child_id: str, workflow: str, input: Any) -> None:
@@ -331,7 +367,7 @@ class Runtime:
         signal = Signal(id=signal_id or uuid.uuid4().hex, name=name, payload=value, at=at)
         if not await self.store.signal(run_id, signal):
             raise RunNotFound(run_id)
-        await self.dispatcher.dispatch([run_id])
+        await self._dispatch([run_id])
         return signal.id
 
     async def cancel(self, run_id: str, reason: str = "cancelled") -> None:
@@ -377,7 +413,7 @@ class Runtime:
                 break
             except Conflict:
                 continue
-        await self.dispatcher.dispatch([run_id])
+        await self._dispatch([run_id])
 
     async def get(self, run_id: str) -> RunInfo:
         """The run, its status and its timeline. Raises ``RunNotFound``."""
@@ -437,6 +473,8 @@ class Runtime:
             # Read the history only under the lease: a history loaded earlier could predate a
             # whole invocation of another executor, and replaying it would re-run its steps.
             current = await self.store.load(run_id)
+            if current is not None and self._observers:
+                self._notify("run.resumed", run=current.run, now=now)
             for _ in range(_MAX_REPLAYS):
                 if current is None:
                     return None
@@ -500,6 +538,9 @@ class Runtime:
             outcome = exc
         ctx.stopped = True  # whatever is still running may finish its step but start no new one
         await ctx.settle()
+        if self._observers:
+            for cp in sorted(ctx.committed, key=lambda cp: cp.seq):
+                self._notify("checkpoint", run=run, checkpoint=cp)
         if ctx.store_error is not None:  # the invocation fails; a later one retries
             raise ctx.store_error
         if ctx.conflict or lease.lost:  # never write the run's end without the lease
@@ -543,9 +584,9 @@ class Runtime:
 
     async def _after_suspend(self, run: Run, children: Sequence[str], now: float) -> None:
         if children:
-            await self.dispatcher.dispatch(children)
+            await self._dispatch(children)
         if run.wake_at is not None and run.wake_at - now < PRECISE_WAKE_WINDOW:
-            await self.dispatcher.dispatch([run.id], delay=max(0.0, run.wake_at - now))
+            await self._dispatch([run.id], delay=max(0.0, run.wake_at - now))
 
     def _mark_finished(self, run: Run) -> None:
         """A finished child stays due until its parent has been told (the sweep repairs a crash)."""
@@ -567,6 +608,8 @@ class Runtime:
         log.info(
             "run finished", extra={"run_id": run.id, "workflow": run.workflow, "status": run.status}
         )
+        if self._observers:
+            self._notify("run.finished", run=saved)
         return await self._settle_terminal(saved)
 
     async def _settle_terminal(self, run: Run) -> Run:
@@ -582,7 +625,7 @@ class Runtime:
                 at=self.clock.now(),
             )
             if await self.store.signal(run.parent_id, signal):
-                await self.dispatcher.dispatch([run.parent_id])
+                await self._dispatch([run.parent_id])
         run.engine.pop("notify_parent", None)
         run.wake_at = None
         try:

@@ -1,0 +1,735 @@
+"""The HTTP API, an ASGI app: served by ``functions.api`` on Lambda (through Mangum) and by
+``heron dev`` locally (through uvicorn).
+
+::
+
+    POST /workflows/{name}/runs          start a run        201 new · 200 same run again · 409
+    GET  /runs                           list runs          ?workflow&status&tag&limit&cursor
+    GET  /runs/{run_id}                  a run and its timeline (steps)
+    POST /runs/{run_id}/signals/{name}   send a signal      202 · 404 · 409 if the run ended
+    POST /runs/{run_id}/cancel           cancel a run       200 · 409 if it completed or failed
+    POST /runs/{run_id}/retry            retry a failed or cancelled run from its last checkpoint
+    GET  /healthz, /openapi.json, /docs  open to all
+    GET  /dashboard                      runs and timelines as HTML
+
+Every error is JSON, ``{"error": "RunNotFound", "message": "run 'o-1' not found", "field":
+"run_id"}``, with a 4xx status for anything a client got wrong. Auth (see :class:`ApiSettings`):
+a bearer token (``HERON_API_TOKEN``), API Gateway's IAM authorizer (``HERON_API_AUTH=iam``), or
+nothing at all only when ``HERON_API_OPEN=1`` says so; with none configured every request is
+refused. Request bodies are capped at ``HERON_MAX_BODY`` bytes (1 MiB).
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+import math
+import os
+import weakref
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime import (
+    Conflict,
+    PayloadTooLarge,
+    RunInfo,
+    RunNotFound,
+    Runtime,
+    SerializationError,
+    StoreError,
+    WorkflowNotFound,
+)
+from stores.contract import Checkpoint, Run, RunQuery, decode_cursor
+
+__all__ = ["ApiSettings", "app", "create_app"]
+
+log = logging.getLogger("heron.api")
+
+DEFAULT_MAX_BODY = 1024 * 1024
+MAX_PAGE = 200
+RunStatusName = Literal[
+    "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled"
+]
+_TRUE = ("1", "true", "yes", "on")
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """How the API authenticates and how much it reads.
+
+    ``token``: the bearer token every request must carry (compared in constant time).
+    ``iam``: trust API Gateway's IAM authorizer (``requestContext.authorizer.iam`` in the event).
+    ``open``: no auth at all, for local development (``heron dev``).
+    With none of them set, every request but ``/healthz`` and the docs is refused.
+    """
+
+    token: str | None = None
+    iam: bool = False
+    open: bool = False
+    max_body: int = DEFAULT_MAX_BODY
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
+        """``HERON_API_TOKEN``, ``HERON_API_AUTH`` (``iam`` or ``token``), ``HERON_API_OPEN``,
+        ``HERON_MAX_BODY``. Raises ``ValueError`` naming the variable that is wrong."""
+        env = os.environ if environ is None else environ
+        auth = (env.get("HERON_API_AUTH") or "").strip().lower()
+        if auth not in ("", "iam", "token"):
+            raise ValueError(f"HERON_API_AUTH must be 'iam' or 'token', got {auth!r}")
+        token = env.get("HERON_API_TOKEN") or None
+        if auth == "token" and not token:
+            raise ValueError("HERON_API_AUTH=token needs HERON_API_TOKEN")
+        raw_max = env.get("HERON_MAX_BODY") or str(DEFAULT_MAX_BODY)
+        try:
+            max_body = int(raw_max)
+        except ValueError:
+            raise ValueError(f"HERON_MAX_BODY must be a number of bytes, got {raw_max!r}") from None
+        if max_body <= 0:
+            raise ValueError(f"HERON_MAX_BODY must be positive, got {max_body}")
+        return cls(
+            token=token,
+            iam=auth == "iam",
+            open=(env.get("HERON_API_OPEN") or "").strip().lower() in _TRUE,
+            max_body=max_body,
+        )
+
+
+# -- request and response bodies ---------------------------------------------------------------
+
+
+def _clean_text(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("may not contain control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    """Only what can be stored: finite numbers, valid Unicode."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        reason = "NaN and Infinity" if isinstance(exc, ValueError) else "lone surrogates"
+        raise ValueError(f"must be plain JSON ({reason} are not)") from None
+    return value
+
+
+Id = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[^/?#]+$"), AfterValidator(_clean_text)
+]
+Tag = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean_text)]
+JsonValue = Annotated[Any, AfterValidator(_json_value)]
+
+
+class StartRun(BaseModel):
+    """Start a run. The same ``run_id`` with the same input is the same run (``200``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: JsonValue = Field(default=None, description="The workflow's input, any JSON value.")
+    run_id: Id | None = Field(default=None, description="Choose the id; makes starting idempotent.")
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+
+
+class SendSignal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    payload: JsonValue = Field(default=None, description="Handed to ctx.wait_for_signal.")
+    signal_id: Id | None = Field(default=None, description="Sending the same id again is a no-op.")
+
+
+class CancelRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(max_length=500), AfterValidator(_clean_text)] = "cancelled"
+
+
+class RunSummary(BaseModel):
+    id: str
+    workflow: str
+    version: str
+    status: str
+    parent_id: str | None
+    tags: list[str]
+    created_at: float
+    updated_at: float
+    wake_at: float | None
+
+
+class Step(BaseModel):
+    """One checkpoint of the timeline."""
+
+    seq: int
+    kind: str
+    name: str
+    value: Any = None
+    error: dict[str, Any] | None = None
+    at: float
+    attempts: int
+
+
+class BufferedSignal(BaseModel):
+    id: str
+    name: str
+    at: float
+
+
+class RunDetail(RunSummary):
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    steps: list[Step]
+    signals: list[BufferedSignal]
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class SignalSent(BaseModel):
+    run_id: str
+    name: str
+    signal_id: str
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="The kind of error, e.g. RunNotFound, ValidationError.")
+    message: str = Field(description="What went wrong, naming the field or the id.")
+    field: str | None = Field(default=None, description="The request field at fault, if one.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+def _summary(run: Run | RunInfo) -> RunSummary:
+    return RunSummary(
+        id=run.id,
+        workflow=run.workflow,
+        version=run.version,
+        status=run.status,
+        parent_id=run.parent_id,
+        tags=list(run.tags),
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+        wake_at=run.wake_at,
+    )
+
+
+def _step(cp: Checkpoint) -> Step:
+    return Step(
+        seq=cp.seq,
+        kind=cp.kind,
+        name=cp.name,
+        value=cp.value,
+        error=cp.error,
+        at=cp.at,
+        attempts=cp.attempts,
+    )
+
+
+def _detail(info: RunInfo) -> RunDetail:
+    return RunDetail(
+        **_summary(info).model_dump(),
+        input=info.input,
+        output=info.output,
+        error=info.error,
+        steps=[_step(cp) for cp in info.steps],
+        signals=[BufferedSignal(id=s.id, name=s.name, at=s.at) for s in info.signals],
+    )
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class ApiError(HTTPException):
+    """An error answer: ``status`` with ``{"error", "message", "field"}``."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=status, detail=message, headers=dict(headers or {}))
+        self.error = error
+        self.field = field
+
+
+def _error(
+    status: int,
+    error: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=error, message=message, field=field).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+_STATUS_NAMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+}
+
+#: Engine errors and what they mean over HTTP: (status, the request field they are about).
+_ENGINE_ERRORS: list[tuple[type[Exception], int, str | None]] = [
+    (RunNotFound, 404, "run_id"),
+    (WorkflowNotFound, 404, "name"),
+    (Conflict, 409, None),
+    (PayloadTooLarge, 413, None),
+    (SerializationError, 422, None),
+    (StoreError, 503, None),
+    (ValueError, 422, None),  # the engine's own argument checks (ids, tags)
+]
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if isinstance(exc, ApiError):
+        return _error(exc.status_code, exc.error, exc.detail, exc.field, exc.headers)
+    name = _STATUS_NAMES.get(exc.status_code, "HTTPError")
+    message = exc.detail
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    return _error(exc.status_code, name, str(message), headers=exc.headers)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    field: str | None = None
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        if error.get("type") == "json_invalid":
+            return _error(400, "InvalidJSON", "the request body is not valid JSON", "body")
+        content_type = request.headers.get("content-type", "")
+        if loc == ["body"] and "json" not in content_type.lower():
+            return _error(
+                415,
+                "UnsupportedMediaType",
+                f"send the body as JSON with Content-Type: application/json, not {content_type!r}",
+                "Content-Type",
+            )
+        where = ".".join(loc) or "request"
+        field = field or where
+        problems.append(f"{where}: {error.get('msg', 'is invalid')}")
+    message = "; ".join(problems) or "the request is invalid"
+    return _error(422, "ValidationError", message, field)
+
+
+async def _on_engine_error(request: Request, exc: Exception) -> Response:
+    for kind, status, field in _ENGINE_ERRORS:
+        if isinstance(exc, kind):
+            if status >= 500:
+                log.error("store error: %s", exc, extra={"run_id": getattr(exc, "run_id", None)})
+                return _error(status, "StoreUnavailable", "the store failed; try again")
+            return _error(status, type(exc).__name__, str(exc), field)
+    raise exc  # pragma: no cover - only registered for the kinds above
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error answering %s %s", request.method, request.url.path)
+    return _error(500, "InternalError", "internal error; the server logged it")
+
+
+# -- body size limit ---------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuses bodies over the app's ``settings.max_body`` bytes with 413: by ``Content-Length``
+    before reading, and by counting the bytes actually received (a missing or lying length)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit: int = scope["app"].state.settings.max_body
+        too_large = ApiError(
+            413, "PayloadTooLarge", f"the request body is over {limit} bytes", field="body"
+        )
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if not value.isdigit():
+                    response = _error(400, "BadRequest", "invalid Content-Length", "body")
+                    await response(scope, receive, send)
+                    return
+                if int(value) > limit:
+                    response = _error(413, too_large.error, too_large.detail, too_large.field)
+                    await response(scope, receive, send)
+                    return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, counted, send)
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+#: Run ids that ``Runtime.start`` created during this request (its ``run.started`` event).
+_created: ContextVar[set[str] | None] = ContextVar("heron_api_created", default=None)
+
+
+def _note_created(event: str, data: Mapping[str, Any]) -> None:
+    created = _created.get()
+    if event == "run.started" and created is not None:
+        created.add(data["run"].id)
+
+
+def _iam_principal(scope: Scope) -> str | None:
+    """The caller API Gateway's IAM authorizer vouched for (Mangum puts the event in scope)."""
+    event = scope.get("aws.event")
+    if not isinstance(event, dict):
+        return None
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    iam = authorizer.get("iam") if isinstance(authorizer, dict) else None
+    if not isinstance(iam, dict):
+        return None
+    return str(iam.get("userArn") or iam.get("callerId") or iam.get("accountId") or "iam")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Bad request (invalid JSON or cursor)",
+        401: "Missing or wrong bearer token",
+        403: "Not allowed",
+        404: "No such run or workflow",
+        413: "Body or value too large",
+        415: "The body is not sent as JSON",
+        422: "Invalid field",
+    }.items()
+}
+
+
+RuntimeSource = Runtime | Callable[[], Runtime] | None
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The runtime the app was made with (the Lambda container's by default)."""
+    source: RuntimeSource = request.app.state.runtime_source
+    if isinstance(source, Runtime):
+        rt = source
+    elif source is not None:
+        rt = source()
+    else:
+        from functions._lambda import get_runtime as container_runtime
+
+        rt = container_runtime()
+    observed: weakref.WeakSet[Runtime] = request.app.state.observed
+    if rt not in observed:
+        rt.observe(_note_created)
+        observed.add(rt)
+    return rt
+
+
+_bearer = HTTPBearer(auto_error=False, description="HERON_API_TOKEN")
+
+
+def authorize(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Let the request through, or raise 401/403 (see :class:`ApiSettings`)."""
+    config: ApiSettings = request.app.state.settings
+    if config.open:
+        return
+    if config.iam and _iam_principal(request.scope) is not None:
+        return
+    if config.token:
+        given = credentials.credentials.encode() if credentials else b""
+        if credentials and hmac.compare_digest(given, config.token.encode()):
+            return
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "a valid bearer token is required: Authorization: Bearer <HERON_API_TOKEN>",
+            field="Authorization",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if config.iam:
+        raise ApiError(403, "Forbidden", "this API takes IAM-signed requests through API Gateway")
+    raise ApiError(
+        403,
+        "ApiClosed",
+        "the API is closed: set HERON_API_TOKEN or HERON_API_AUTH=iam "
+        "(HERON_API_OPEN=1 opens it, for local development only)",
+    )
+
+
+Rt = Annotated[Runtime, Depends(get_runtime)]
+RunIdPath = Annotated[str, Path(min_length=1, max_length=200, description="The run's id.")]
+NamePath = Annotated[str, Path(min_length=1, max_length=200)]
+SECURED = [Depends(authorize)]
+
+
+def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = None) -> FastAPI:
+    """The API over ``runtime`` (a ``Runtime``, or a function returning one when first needed;
+    by default the Lambda container's, from ``HERON_APP``) with ``settings`` (by default
+    :meth:`ApiSettings.from_env`)."""
+    config = settings or ApiSettings.from_env()
+    app = FastAPI(
+        title="Heron",
+        version="0.1.0",
+        summary="Durable workflows as plain async Python: start, signal and inspect runs.",
+        responses=_ERRORS,
+    )
+    app.state.runtime_source = runtime
+    app.state.settings = config
+    app.state.observed = weakref.WeakSet()
+    app.add_middleware(BodyLimit)
+    app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    for kind, _, _ in _ENGINE_ERRORS:
+        app.add_exception_handler(kind, _on_engine_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    secured = SECURED
+
+    @app.get("/healthz", tags=["meta"])
+    async def healthz() -> Health:
+        """The function is up (the store is not touched)."""
+        return Health(status="ok")
+
+    @app.post(
+        "/workflows/{name}/runs",
+        status_code=201,
+        tags=["runs"],
+        dependencies=secured,
+        responses={
+            200: {"model": RunSummary, "description": "That run exists already"},
+            409: {"model": ErrorBody, "description": "The run id exists with another input"},
+        },
+    )
+    async def start_run(
+        name: NamePath,
+        body: StartRun,
+        rt: Rt,
+        response: Response,
+    ) -> RunSummary:
+        """Start a run of workflow ``name``."""
+        created: set[str] = set()
+        token = _created.set(created)
+        try:
+            run_id = await rt.start(name, body.input, run_id=body.run_id, tags=body.tags)
+        finally:
+            _created.reset(token)
+        response.status_code = 201 if run_id in created else 200
+        response.headers["Location"] = f"/runs/{run_id}"
+        return _summary(await rt.get(run_id))
+
+    @app.get("/runs", tags=["runs"], dependencies=secured)
+    async def list_runs(
+        rt: Rt,
+        workflow: Annotated[str | None, Query(max_length=200)] = None,
+        status: RunStatusName | None = None,
+        tag: Annotated[str | None, Query(max_length=100)] = None,
+        parent_id: Annotated[str | None, Query(max_length=200)] = None,
+        created_after: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        created_before: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    ) -> RunList:
+        """Runs, newest first, a page at a time."""
+        if cursor is not None:
+            try:
+                created_at, _ = decode_cursor(cursor)
+                if not math.isfinite(created_at):
+                    raise ValueError(cursor)
+            except ValueError:
+                raise ApiError(
+                    400, "InvalidCursor", "cursor is not one this API returned", field="cursor"
+                ) from None
+        query = RunQuery(
+            workflow=workflow,
+            status=status,
+            tag=tag,
+            parent_id=parent_id,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            cursor=cursor,
+        )
+        runs, next_cursor = await rt.list_runs(query)
+        return RunList(runs=[_summary(run) for run in runs], next_cursor=next_cursor)
+
+    @app.get("/runs/{run_id}", tags=["runs"], dependencies=secured)
+    async def get_run(run_id: RunIdPath, rt: Rt) -> RunDetail:
+        """A run: status, input, output, error, and ``steps``, its timeline."""
+        return _detail(await rt.get(run_id))
+
+    @app.post(
+        "/runs/{run_id}/signals/{name}",
+        status_code=202,
+        tags=["runs"],
+        dependencies=secured,
+        responses={409: {"model": ErrorBody, "description": "The run has ended"}},
+    )
+    async def send_signal(
+        run_id: RunIdPath,
+        name: NamePath,
+        rt: Rt,
+        body: SendSignal | None = None,
+    ) -> SignalSent:
+        """Send signal ``name``; buffered until the run waits for it."""
+        info = await rt.get(run_id)
+        if info.terminal:
+            raise ApiError(
+                409,
+                "RunEnded",
+                f"run {run_id!r} is {info.status}; it takes no more signals",
+                field="run_id",
+            )
+        body = body or SendSignal()
+        signal_id = await rt.signal(run_id, name, body.payload, signal_id=body.signal_id)
+        return SignalSent(run_id=run_id, name=name, signal_id=signal_id)
+
+    @app.post(
+        "/runs/{run_id}/cancel",
+        tags=["runs"],
+        dependencies=secured,
+        responses={409: {"model": ErrorBody, "description": "The run completed or failed"}},
+    )
+    async def cancel_run(run_id: RunIdPath, rt: Rt, body: CancelRun | None = None) -> RunSummary:
+        """Cancel a run (and its active children). Cancelling a cancelled run changes nothing."""
+        info = await rt.get(run_id)
+        if info.status in ("completed", "failed"):
+            raise ApiError(
+                409,
+                "RunEnded",
+                f"run {run_id!r} is {info.status}; it cannot be cancelled",
+                field="run_id",
+            )
+        await rt.cancel(run_id, (body or CancelRun()).reason)
+        return _summary(await rt.get(run_id))
+
+    @app.post(
+        "/runs/{run_id}/retry",
+        tags=["runs"],
+        dependencies=secured,
+        responses={409: {"model": ErrorBody, "description": "The run is not failed or cancelled"}},
+    )
+    async def retry_run(run_id: RunIdPath, rt: Rt) -> RunSummary:
+        """Restart a failed or cancelled run from its last good checkpoint."""
+        await rt.retry(run_id)
+        return _summary(await rt.get(run_id))
+
+    @app.get("/dashboard", include_in_schema=False, dependencies=secured)
+    async def dashboard(
+        request: Request,
+        rt: Rt,
+        status: RunStatusName | None = None,
+        workflow: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> HTMLResponse:
+        runs, _ = await rt.list_runs(RunQuery(status=status, workflow=workflow, limit=100))
+        return HTMLResponse(_dashboard_page(request.scope.get("root_path", ""), runs))
+
+    @app.get("/dashboard/runs/{run_id}", include_in_schema=False, dependencies=secured)
+    async def dashboard_run(request: Request, run_id: RunIdPath, rt: Rt) -> HTMLResponse:
+        info = await rt.get(run_id)
+        return HTMLResponse(_run_page(request.scope.get("root_path", ""), info))
+
+    return app
+
+
+# -- the dashboard (server-rendered, no scripts) -----------------------------------------------
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}
+table{{border-collapse:collapse}} td,th{{padding:4px 10px;border-bottom:1px solid #ddd;
+text-align:left;vertical-align:top}} code{{font-size:12px}}
+.completed{{color:#1a7f37}} .failed{{color:#cf222e}} .waiting,.sleeping{{color:#9a6700}}
+</style></head><body>{body}</body></html>"""
+
+
+def _e(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return html.escape(text if len(text) <= 300 else text[:299] + "…")
+
+
+def _time(ts: float | None) -> str:
+    import datetime as dt
+
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _dashboard_page(root: str, runs: list[Run]) -> str:
+    rows = "".join(
+        f'<tr><td><a href="{_e(root)}/dashboard/runs/{_e(r.id)}">{_e(r.id)}</a></td>'
+        f"<td>{_e(r.workflow)} v{_e(r.version)}</td>"
+        f'<td class="{_e(r.status)}">{_e(r.status)}</td>'
+        f"<td>{_time(r.created_at)}</td><td>{_time(r.wake_at)}</td>"
+        f"<td>{_e(', '.join(r.tags))}</td></tr>"
+        for r in runs
+    )
+    body = (
+        "<h1>Heron runs</h1>"
+        "<table><tr><th>run</th><th>workflow</th><th>status</th><th>created (UTC)</th>"
+        f"<th>wakes</th><th>tags</th></tr>{rows or '<tr><td colspan=6>no runs</td></tr>'}</table>"
+    )
+    return _PAGE.format(title="Heron runs", body=body)
+
+
+def _run_page(root: str, info: RunInfo) -> str:
+    steps = "".join(
+        f"<tr><td>{cp.seq}</td><td>{_e(cp.kind)}</td><td>{_e(cp.name)}</td><td>{cp.attempts}</td>"
+        f"<td>+{cp.at - info.created_at:.2f}s</td>"
+        f"<td><code>{_e(cp.error if cp.error is not None else cp.value)}</code></td></tr>"
+        for cp in info.steps
+    )
+    error = f"<p class=failed>{_e(info.error)}</p>" if info.error else ""
+    body = (
+        f'<p><a href="{_e(root)}/dashboard">all runs</a></p>'
+        f"<h1>{_e(info.id)}</h1><p>{_e(info.workflow)} v{_e(info.version)} · "
+        f'<span class="{_e(info.status)}">{_e(info.status)}</span> · created '
+        f"{_time(info.created_at)} UTC</p>{error}"
+        f"<p>input <code>{_e(info.input)}</code></p>"
+        f"<p>output <code>{_e(info.output)}</code></p>"
+        "<h2>timeline</h2><table><tr><th>seq</th><th>kind</th><th>name</th><th>tries</th>"
+        f"<th>at</th><th>value / error</th></tr>{steps}</table>"
+    )
+    return _PAGE.format(title=f"Heron run {html.escape(info.id)}", body=body)
+
+
+#: The app over the Lambda container's runtime (``HERON_APP``), configured from the environment.
+app = create_app()
