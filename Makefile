@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test check lint typecheck bench clean
+.PHONY: demo test check lint typecheck bench infra-check clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Heron needs Python 3.11+"'
@@ -33,8 +33,12 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-## Everything CI runs: lint, types, tests.
-check: lint typecheck test
+## Everything CI runs: lint, types, tests, the stack checks.
+check: lint typecheck test infra-check
+
+## Prove the deployable stack offline: sam validate --lint, cfn-lint, sam build, cdk synth.
+infra-check: $(VENV)/.installed-dev
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash infra/check.sh
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/steps.py

@@ -1,0 +1,1 @@
+"""The CDK app (``app.py``) that builds the same stack as ``template.yaml`` (``heron_stack.py``)."""
