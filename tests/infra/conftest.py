@@ -19,7 +19,6 @@ os.environ.setdefault("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
 
 @pytest.fixture(scope="session")
 def sam_template() -> dict[str, Any]:
-    pytest.importorskip("yaml")
     from tests.infra.cfn import load_template
 
     return load_template()
@@ -44,7 +43,6 @@ def resolved(sam_template: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def synth() -> Callable[..., dict[str, Any]]:
     """``synth(**settings)``: the CDK stack's template for those settings, made once each."""
-    pytest.importorskip("aws_cdk")
     import aws_cdk as cdk
 
     from infra.heron_stack import HeronStack, Settings

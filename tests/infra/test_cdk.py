@@ -12,14 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from stores.dynamodb import TABLE
-
-pytest.importorskip("yaml")
-cdk = pytest.importorskip("aws_cdk")
-from aws_cdk.assertions import Match, Template  # noqa: E402
+from aws_cdk.assertions import Match, Template
 
 from infra.heron_stack import TIMEOUTS, Settings  # noqa: E402
+from stores.dynamodb import TABLE
 from tests.infra.cfn import sam_functions  # noqa: E402
 
 Synth = Callable[..., dict[str, Any]]

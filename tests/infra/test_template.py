@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 
 from stores.dynamodb import TABLE
-
-pytest.importorskip("yaml")
 from tests.infra.cfn import ROOT, Resolver, sam_functions  # noqa: E402
 
 FUNCTIONS = {
