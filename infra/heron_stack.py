@@ -15,6 +15,7 @@ machine's pip (``--platform``, wheels only), so no Docker is needed; tests skip 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
@@ -57,7 +58,10 @@ __all__ = [
     "LAMBDA_DIR",
     "MAX_RECEIVE_COUNT",
     "QUEUE_RETENTION",
+    "REAPER_BATCH_SIZE",
+    "REAPER_RETRY_ATTEMPTS",
     "TIMEOUTS",
+    "TTL_REMOVALS",
     "VISIBILITY_FACTOR",
     "HeronStack",
     "Settings",
@@ -82,6 +86,14 @@ API_TIMEOUT = 29
 #: The functions' timeouts that ``template.yaml`` maps to a visibility timeout.
 TIMEOUTS = (15, 30, 60, 120, 300, 600, 900)
 ALARM_PERIOD = Duration.minutes(5)
+#: Stream records handed to one invocation of the reaper, and its retries of a failing batch.
+REAPER_BATCH_SIZE = 100
+REAPER_RETRY_ATTEMPTS = 10
+#: The stream records the reaper is given: deletions by DynamoDB's TTL, nothing else.
+TTL_REMOVALS: dict[str, Any] = {
+    "eventName": ["REMOVE"],
+    "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]},
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -198,7 +210,8 @@ def _attribute(name: str, kind: str) -> dynamodb.Attribute:
 
 class HeronStack(Stack):
     """The table (unless another store is named), the resume queue and its dead-letter queue,
-    the three functions with a role each, the HTTP API, the sweep schedule and the alarms."""
+    the functions with a role each (the reaper only with the table), the HTTP API, the sweep
+    schedule and the alarms."""
 
     def __init__(
         self,
@@ -320,6 +333,15 @@ class HeronStack(Stack):
             environment,
             reserved=s.ResumeReservedConcurrency or None,
         )
+        self.reaper_function: lambda_.Function | None = None
+        if self.table is not None:
+            self.reaper_function = self._function(
+                "ReaperFunction",
+                "functions.reaper.handler",
+                "Heron reaper (deletes what TTL leaves of an expired run)",
+                code,
+                environment,
+            )
 
         # -- least privilege: what each function's store and dispatcher calls need ---------------
         for fn in (self.api_function, self.sweep_function, self.resume_function):
@@ -347,6 +369,7 @@ class HeronStack(Stack):
                     actions=["dynamodb:Query"], resources=[f"{self.table.table_arn}/index/due"]
                 )
             )
+            self._reaper(self.table)
 
         # -- events: the schedule, the queue, the HTTP API --------------------------------------
         self.sweep_rule = events.Rule(
@@ -409,6 +432,7 @@ class HeronStack(Stack):
                     ("Api", self.api_function),
                     ("Sweep", self.sweep_function),
                     ("Resume", self.resume_function),
+                    *([("Reaper", self.reaper_function)] if self.reaper_function else []),
                 )
             ),
         ]
@@ -426,6 +450,41 @@ class HeronStack(Stack):
             )
         CfnOutput(self, "QueueUrl", value=self.queue.queue_url)
         CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url)
+
+    def _reaper(self, table: dynamodb.Table) -> None:
+        """The reaper's stream event source (TTL removals only) and what its deletes need.
+
+        A plain event source mapping: CDK's ``DynamoEventSource`` would grant
+        ``dynamodb:ListStreams`` on ``*``, which reading one stream does not need.
+        """
+        fn, stream = self.reaper_function, table.table_stream_arn
+        assert fn is not None and stream is not None
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                ],
+                resources=[stream],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"],
+                resources=[table.table_arn],
+            )
+        )
+        fn.add_event_source_mapping(
+            "Expired",
+            event_source_arn=stream,
+            starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+            batch_size=REAPER_BATCH_SIZE,
+            retry_attempts=REAPER_RETRY_ATTEMPTS,
+            bisect_batch_on_error=True,
+            report_batch_item_failures=True,
+            filters=[{"pattern": json.dumps(TTL_REMOVALS)}],
+        )
 
     def _environment(self) -> dict[str, str]:
         s = self.settings

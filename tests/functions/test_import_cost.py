@@ -30,7 +30,7 @@ FIRST_INVOCATION = (
     "from functions import _lambda; rt = _lambda.get_runtime(); rt.store; rt.dispatcher"
 )
 
-#: Never on the path of the resume and sweep functions.
+#: Never on the path of the resume, sweep and reaper functions.
 NOT_FOR_WORKERS = {
     "click",
     "fastapi",
@@ -68,7 +68,7 @@ def loaded(names: set[str], modules: set[str]) -> set[str]:
     return {m for m in modules if m in names or m.split(".")[0] in names}
 
 
-@pytest.mark.parametrize("handler", ["functions.resume", "functions.sweep"])
+@pytest.mark.parametrize("handler", ["functions.resume", "functions.sweep", "functions.reaper"])
 def test_the_worker_functions_import_nothing_they_do_not_need(handler: str) -> None:
     modules = modules_after(f"import {handler}\n{FIRST_INVOCATION}\nimport aioboto3")
     assert "stores.dynamodb" in modules
@@ -81,7 +81,9 @@ def test_the_api_function_imports_no_cli_and_no_other_store() -> None:
     assert loaded(NOT_FOR_THE_API, modules - sdk_modules()) == set()
 
 
-@pytest.mark.parametrize("handler", ["functions.resume", "functions.sweep", "functions.api"])
+@pytest.mark.parametrize(
+    "handler", ["functions.resume", "functions.sweep", "functions.reaper", "functions.api"]
+)
 def test_importing_a_handler_opens_nothing_and_imports_no_sdk(handler: str) -> None:
     modules = modules_after(f"import {handler}")
     sdk = {"aioboto3", "aiobotocore", "boto3", "stores.dynamodb", "examples"}

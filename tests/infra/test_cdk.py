@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from infra.heron_stack import TIMEOUTS, Settings  # noqa: E402
+from infra.heron_stack import TIMEOUTS, TTL_REMOVALS, Settings  # noqa: E402
 from stores.dynamodb import TABLE
 from tests.infra.cfn import sam_functions  # noqa: E402
 
 Synth = Callable[..., dict[str, Any]]
-FUNCTIONS = ("ApiFunction", "SweepFunction", "ResumeFunction")
+FUNCTIONS = ("ApiFunction", "SweepFunction", "ResumeFunction", "ReaperFunction")
 
 
 def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -32,6 +32,15 @@ def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def _mapping_of(template: dict[str, Any], function: str) -> dict[str, Any]:
+    (mapping,) = [
+        m["Properties"]
+        for m in _of_type(template, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": function}
+    ]
+    return mapping
 
 
 def _role_of(template: dict[str, Any], function: str) -> str:
@@ -167,7 +176,8 @@ def test_another_store_means_no_table_and_no_table_access(synth: Synth) -> None:
     secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:turso-AbCdEf"
     other = synth(StoreUrl="libsql://db-org.turso.io", StoreSecretArn=secret)
     Template.from_json(other).resource_count_is("AWS::DynamoDB::Table", 0)
-    for name in FUNCTIONS:
+    assert "ReaperFunction" not in other["Resources"]  # no table, no stream, no TTL to follow
+    for name in FUNCTIONS[:-1]:
         variables = other["Resources"][name]["Properties"]["Environment"]["Variables"]
         assert variables["HERON_STORE"] == "libsql://db-org.turso.io"
         assert (
@@ -225,7 +235,7 @@ def test_sweep_may_only_query_the_due_index(default: dict[str, Any]) -> None:
 
 def test_alarms_on_the_dead_letter_queue_and_function_errors(default: dict[str, Any]) -> None:
     template = Template.from_json(default)
-    template.resource_count_is("AWS::CloudWatch::Alarm", 4)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 5)
     template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
@@ -305,10 +315,31 @@ def test_same_schedule(default: dict[str, Any], resolved: dict[str, Any]) -> Non
 
 
 def test_same_event_source(default: dict[str, Any], resolved: dict[str, Any]) -> None:
-    (mapping,) = _of_type(default, "AWS::Lambda::EventSourceMapping").values()
+    mapping = _mapping_of(default, "ResumeFunction")
     event = resolved["Resources"]["ResumeFunction"]["Properties"]["Events"]["Resume"]["Properties"]
-    assert mapping["Properties"]["BatchSize"] == int(event["BatchSize"])
-    assert mapping["Properties"]["FunctionResponseTypes"] == event["FunctionResponseTypes"]
+    assert mapping["BatchSize"] == int(event["BatchSize"])
+    assert mapping["FunctionResponseTypes"] == event["FunctionResponseTypes"]
+
+
+def test_same_stream_event_source(default: dict[str, Any], resolved: dict[str, Any]) -> None:
+    mapping = _mapping_of(default, "ReaperFunction")
+    event = resolved["Resources"]["ReaperFunction"]["Properties"]["Events"]["Expired"]["Properties"]
+    assert (
+        mapping["EventSourceArn"] == event["Stream"] == {"Fn::GetAtt": ["RunsTable", "StreamArn"]}
+    )
+    for key in (
+        "StartingPosition",
+        "BatchSize",
+        "MaximumRetryAttempts",
+        "BisectBatchOnFunctionError",
+        "FunctionResponseTypes",
+    ):
+        assert mapping[key] == event[key], key
+    patterns = [
+        [json.loads(f["Pattern"]) for f in source["FilterCriteria"]["Filters"]]
+        for source in (mapping, event)
+    ]
+    assert patterns[0] == patterns[1] == [TTL_REMOVALS]
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

@@ -22,6 +22,12 @@ FUNCTIONS = {
     "ApiFunction": "functions.api.handler",
     "SweepFunction": "functions.sweep.handler",
     "ResumeFunction": "functions.resume.handler",
+    "ReaperFunction": "functions.reaper.handler",
+}
+#: The stream records the reaper is given: deletions by DynamoDB's TTL only.
+TTL_REMOVALS = {
+    "eventName": ["REMOVE"],
+    "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]},
 }
 
 
@@ -139,6 +145,47 @@ def test_resume_consumes_the_queue_reporting_partial_failures(
     assert "ReservedConcurrentExecutions" not in Resolver(sam_template)(resume)
 
 
+# -- the reaper ------------------------------------------------------------------------------------
+
+
+def test_reaper_consumes_ttl_removals_from_the_tables_stream(sam_template: dict[str, Any]) -> None:
+    event = sam_functions(sam_template)["ReaperFunction"]["Events"]["Expired"]
+    assert event["Type"] == "DynamoDB"
+    properties = event["Properties"]
+    assert properties["Stream"] == {"Fn::GetAtt": ["RunsTable", "StreamArn"]}
+    assert properties["StartingPosition"] == "TRIM_HORIZON"
+    assert properties["BatchSize"] == 100
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["BisectBatchOnFunctionError"] is True
+    assert properties["MaximumRetryAttempts"] > 0
+    (pattern,) = [f["Pattern"] for f in properties["FilterCriteria"]["Filters"]]
+    assert json.loads(pattern) == TTL_REMOVALS
+
+
+@pytest.mark.parametrize(
+    "name", ["ReaperFunction", "ReaperRole", "ReaperLogGroup", "ReaperErrorsAlarm"]
+)
+def test_the_reaper_exists_only_with_the_table(sam_template: dict[str, Any], name: str) -> None:
+    assert sam_template["Resources"][name]["Condition"] == "UseTable"
+
+
+def test_the_reaper_reads_the_stream_and_deletes_runs_only(sam_template: dict[str, Any]) -> None:
+    statements = {s["Sid"]: s for s in _statements(sam_template, "ReaperRole")}
+    assert set(statements) == {"Logs", "Stream", "Runs"}
+    assert statements["Stream"]["Action"] == [
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+    ]
+    assert statements["Stream"]["Resource"] == {"Fn::GetAtt": ["RunsTable", "StreamArn"]}
+    assert statements["Runs"]["Action"] == [
+        "dynamodb:Query",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+    ]
+    assert statements["Runs"]["Resource"] == {"Fn::GetAtt": ["RunsTable", "Arn"]}
+
+
 # -- the functions ---------------------------------------------------------------------------------
 
 
@@ -219,7 +266,7 @@ def test_a_token_version_pins_the_rotated_secret(sam_template: dict[str, Any]) -
 # -- least privilege -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("role", ["ApiRole", "SweepRole", "ResumeRole"])
+@pytest.mark.parametrize("role", ["ApiRole", "SweepRole", "ResumeRole", "ReaperRole"])
 def test_no_wildcard_actions_or_resources(sam_template: dict[str, Any], role: str) -> None:
     for statement in _statements(Resolver(sam_template)(sam_template), role):
         for action in _as_list(statement["Action"]):
