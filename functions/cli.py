@@ -53,6 +53,7 @@ from runtime import (
     SerializationError,
     WorkflowNotFound,
 )
+from runtime._context import CHILD_SIGNAL
 from stores.contract import Checkpoint, Run, RunStatus
 
 __all__ = ["app", "main"]
@@ -674,7 +675,7 @@ def _consumed_signals(info: RunInfo) -> set[str]:
         str(cp.value.get("id"))
         for cp in info.steps
         if cp.kind == "signal" and isinstance(cp.value, dict)
-    } | {s.id for s in info.signals if s.name.startswith("heron:child:")}
+    } | {s.id for s in info.signals if s.name.startswith(CHILD_SIGNAL)}
 
 
 def _abbrev(value: Any, width: int) -> str:

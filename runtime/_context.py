@@ -36,7 +36,7 @@ from runtime._errors import (
     WorkflowFailed,
     describe,
 )
-from runtime._serde import encode, encoded_size
+from runtime._serde import decoder_for, encode, encoded_size, return_annotation
 from stores.contract import Checkpoint, Conflict, Loaded, Signal, StoreError
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ log = logging.getLogger("heron")
 T = TypeVar("T")
 P = ParamSpec("P")
 _NAMESPACE = _uuid.UUID("6f1c1b0e-6f8e-4c53-9a57-1c1f2b6d7a10")
-_CHILD_SIGNAL = "heron:child:"
+#: Name prefix of the signal a finished child sends its parent (``heron:child:<child id>``).
+CHILD_SIGNAL = "heron:child:"
 
 SuspendKind = Literal["pending", "sleeping", "waiting"]
 
@@ -146,7 +147,6 @@ class Context:
         self.failure: BaseException | None = None  # fail the run with this, history intact
         self.new_children: list[str] = []
         self.committed: list[Checkpoint] = []  # what this invocation appended (not patch markers)
-        self.appended = 0
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -370,7 +370,7 @@ class Context:
         if cp is None:
             self._gate(seq)
             child_id = f"{self.run_id}-c{seq}"
-            signal = self._take_signal(_CHILD_SIGNAL + child_id)
+            signal = self._take_signal(CHILD_SIGNAL + child_id)
             if signal is None:
                 if child_id not in self.engine["children"]:
                     try:
@@ -413,7 +413,7 @@ class Context:
 
     async def _side_effect(self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         name = getattr(fn, "__qualname__", repr(fn))
-        decoder = self._rt._decoder_of(fn)
+        decoder = decoder_for(return_annotation(fn))
         cp = self._replayed(seq, "side_effect", name)
         if cp is not None:
             return self._decode(cp.value, decoder)
@@ -605,7 +605,6 @@ class Context:
         self._visited.add(cp.seq)
         self._max_seq = max(self._max_seq, cp.seq)
         self.committed.append(cp)
-        self.appended += 1
 
     async def flush_patches(self) -> None:
         """Write the patch markers taken live (before any later checkpoint, and at the end)."""
@@ -614,7 +613,6 @@ class Context:
             await self._rt.store.append(self.run_id, marker)
             self._pending_patches.pop(0)
             self._history[marker.seq] = marker
-            self.appended += 1
 
     @contextlib.contextmanager
     def _tracked(self) -> Iterator[None]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from runtime._clock import Clock, SystemClock
-from runtime._context import Context, Lease
+from runtime._context import CHILD_SIGNAL, Context, Lease
 from runtime._dispatch import Dispatcher, InProcessDispatcher, dispatcher_from_env
 from runtime._errors import (
     NonDeterminismError,
@@ -62,7 +62,6 @@ log = logging.getLogger("heron")
 F = TypeVar("F", bound=Callable[..., Any])
 #: ``observer(event, data)``: see :meth:`Runtime.observe`.
 Observer = Callable[[str, Mapping[str, Any]], None]
-CHILD_SIGNAL = "heron:child:"
 #: A run suspending with a wake closer than this gets a precise (delayed) dispatch.
 PRECISE_WAKE_WINDOW = 900.0
 _MAX_REPLAYS = 20
@@ -258,9 +257,6 @@ class Runtime:
         if spec is None:  # an unregistered function is a step with the default policy
             spec = self._steps[fn] = self._make_step_spec(fn, None, None)
         return spec
-
-    def _decoder_of(self, fn: Callable[..., Any]) -> Callable[[Any], Any] | None:
-        return decoder_for(return_annotation(fn))
 
     def _workflow_or_none(self, name: str, version: str | None = None) -> WorkflowSpec | None:
         versions = self._workflows.get(name)

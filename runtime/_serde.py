@@ -115,6 +115,14 @@ def _needs_model(annotation: Any) -> bool:
 def return_annotation(fn: Callable[..., Any]) -> Any:
     """The resolved return annotation of ``fn`` (``Any`` when missing or unresolvable)."""
     try:
+        return _return_annotation(fn)
+    except TypeError:  # an unhashable callable object: resolve it uncached
+        return _return_annotation.__wrapped__(fn)
+
+
+@functools.lru_cache(maxsize=4096)
+def _return_annotation(fn: Callable[..., Any]) -> Any:
+    try:
         hints = typing.get_type_hints(fn)
     except Exception:
         return Any
