@@ -12,7 +12,7 @@ back before and after (those reads are the benchmark's, not the store's) to pric
 DynamoDB does: write units = ceil(max(item size before, after) / 1 KB), doubled inside a
 transaction, where item size = attribute names + values in UTF-8 bytes (``item_size``); plus
 one write unit per index entry written (two when an index key moves), from the table layout in
-``stores.dynamodb.TABLE``.
+``heron.stores.dynamodb.TABLE``.
 
 Price. DynamoDB on-demand, us-east-1: $0.625 per million write request units
 (https://aws.amazon.com/dynamodb/pricing/on-demand/). Compared with $8 per million durable
@@ -54,9 +54,9 @@ os.environ.update(  # moto's fake account, before any AWS client exists
     AWS_EC2_METADATA_DISABLED="true",
 )
 
-from runtime import Context, NoopDispatcher, Runtime  # noqa: E402
-from stores.contract import Run  # noqa: E402
-from stores.dynamodb import TABLE, DynamoDBStore, item_size  # noqa: E402
+from heron.runtime import Context, NoopDispatcher, Runtime  # noqa: E402
+from heron.stores.contract import Run  # noqa: E402
+from heron.stores.dynamodb import TABLE, DynamoDBStore, item_size  # noqa: E402
 from tests.moto_server import MotoServer  # noqa: E402
 
 PRICE_PER_MILLION_WRU = 0.625  # USD, DynamoDB on-demand, us-east-1

@@ -17,7 +17,7 @@ The handlers are configured as deployed on DynamoDB with SQS: ``HERON_STORE=dyna
 
 Two rows per handler:
 
-* ``import functions.X``: what Lambda's init phase imports (the handler module alone);
+* ``import heron.functions.X``: what Lambda's init phase imports (the handler module alone);
 * ``cold start``: that plus what the first invocation imports before its first request: the
   user's app, the store module for ``HERON_STORE`` and aioboto3 (the store and the SQS
   dispatcher import it on first use).
@@ -49,24 +49,24 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {
     "HERON_STORE": "dynamodb://heron-runs?region=us-east-1",
     "HERON_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/heron-resume",
-    "HERON_APP": "examples.orders:rt",
+    "HERON_APP": "heron.functions.demo:rt",
     "HERON_API_TOKEN": "bench",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
 FIRST_INVOCATION = (
-    "from functions import _lambda; _lambda.get_runtime().store; "
-    "import runtime, aioboto3; runtime.dispatcher_from_env()"
+    "from heron.functions import _lambda; _lambda.get_runtime().store; "
+    "import aioboto3; from heron.runtime import dispatcher_from_env; dispatcher_from_env()"
 )
 
 CASES: list[tuple[str, str]] = [
     ("import aioboto3 (the baseline)", "import aioboto3"),
-    ("import functions.resume", "import functions.resume"),
-    ("resume: cold start", f"import functions.resume; {FIRST_INVOCATION}"),
-    ("import functions.sweep", "import functions.sweep"),
-    ("sweep: cold start", f"import functions.sweep; {FIRST_INVOCATION}"),
-    ("import functions.api", "import functions.api"),
-    ("api: cold start", f"import functions.api; {FIRST_INVOCATION}"),
+    ("import heron.functions.resume", "import heron.functions.resume"),
+    ("resume: cold start", f"import heron.functions.resume; {FIRST_INVOCATION}"),
+    ("import heron.functions.sweep", "import heron.functions.sweep"),
+    ("sweep: cold start", f"import heron.functions.sweep; {FIRST_INVOCATION}"),
+    ("import heron.functions.api", "import heron.functions.api"),
+    ("api: cold start", f"import heron.functions.api; {FIRST_INVOCATION}"),
 ]
 
 _LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S.*)$")
@@ -129,8 +129,7 @@ def main() -> None:
 
     import compileall
 
-    for package in ("runtime", "stores", "functions", "examples"):
-        compileall.compile_dir(ROOT / package, quiet=1)
+    compileall.compile_dir(ROOT / "heron", quiet=1)
     # warm the file system cache, and leave out what this interpreter cannot import
     cases = [(label, stmt) for label, stmt in CASES if import_seconds(stmt) is not None]
     samples: dict[str, list[float]] = {label: [] for label, _ in cases}
@@ -166,9 +165,9 @@ def main() -> None:
     print(f"| {'-' * 8} | {'-' * 11}:| {'-' * 12}:| {'-' * 5}:|")
     resume_line = ""
     for handler in ("resume", "sweep", "api"):
-        if f"import functions.{handler}" not in results:
+        if f"import heron.functions.{handler}" not in results:
             continue
-        runs = [in_one_interpreter(f"functions.{handler}") for _ in range(args.runs)]
+        runs = [in_one_interpreter(f"heron.functions.{handler}") for _ in range(args.runs)]
         sdk = statistics.median(r[0] for r in runs)
         extra = statistics.median(r[1] for r in runs)
         ratio = statistics.median((r[0] + r[1]) / r[0] for r in runs)

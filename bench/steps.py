@@ -45,11 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/steps.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from runtime import Context, NoopDispatcher, Runtime  # noqa: E402
-from runtime.testing import READS, WRITES, CountingStore  # noqa: E402
-from stores.contract import Checkpoint, WorkflowStore  # noqa: E402
-from stores.memory import MemoryStore  # noqa: E402
-from stores.sqlite import SqliteStore  # noqa: E402
+from heron.runtime import Context, NoopDispatcher, Runtime  # noqa: E402
+from heron.runtime.testing import READS, WRITES, CountingStore  # noqa: E402
+from heron.stores.contract import Checkpoint, WorkflowStore  # noqa: E402
+from heron.stores.memory import MemoryStore  # noqa: E402
+from heron.stores.sqlite import SqliteStore  # noqa: E402
 
 TARGETS = {"sqlite-normal": 10_000.0, "sqlite-full": 2_000.0}
 TARGET_WRITES_PER_STEP = 1.05

@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 import os
 
-from runtime import HeronError, Runtime
+from heron.runtime import HeronError, Runtime
 
 __all__ = ["DEFAULT_APP", "AppNotFound", "load_runtime", "resolve_spec"]
 
 #: What ``HERON_APP`` falls back to: the example order workflow.
-DEFAULT_APP = "examples.orders:rt"
+DEFAULT_APP = "heron.functions.demo:rt"
 
 
 class AppNotFound(HeronError, LookupError):
@@ -33,7 +33,7 @@ def resolve_spec(spec: str | None = None) -> str:
 def load_runtime(spec: str | None = None) -> Runtime:
     """Import the ``Runtime`` that ``spec`` (``"package.module:attribute"``) names.
 
-    ``spec`` defaults to ``HERON_APP``, then to ``examples.orders:rt``. The attribute may be
+    ``spec`` defaults to ``HERON_APP``, then to ``heron.functions.demo:rt``. The attribute may be
     dotted (``"app:platform.rt"``). Raises :class:`AppNotFound`, naming the spec, when the module
     cannot be imported, lacks the attribute, or the attribute is not a ``Runtime``; an error
     raised by the module's own code while it is imported propagates unchanged.
@@ -41,7 +41,7 @@ def load_runtime(spec: str | None = None) -> Runtime:
     spec = resolve_spec(spec)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise AppNotFound(spec, "expected 'module:attribute', like 'examples.orders:rt'")
+        raise AppNotFound(spec, "expected 'module:attribute', like 'heron.functions.demo:rt'")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

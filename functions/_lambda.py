@@ -21,8 +21,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
-from functions._app import load_runtime, resolve_spec
-from runtime import InProcessDispatcher, Runtime
+from heron.functions._app import load_runtime, resolve_spec
+from heron.runtime import InProcessDispatcher, Runtime
 
 __all__ = ["LambdaContext", "deadline", "event_loop", "get_runtime", "reset", "run", "settle"]
 
@@ -64,7 +64,7 @@ def get_runtime() -> Runtime:
     Powertools logging and metrics. Its store (``HERON_STORE``) opens on first use."""
     global _runtime
     if _runtime is None:
-        from functions._observe import instrument
+        from heron.functions._observe import instrument
 
         _runtime = instrument(load_runtime())
     return _runtime

@@ -29,8 +29,8 @@ from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import Metrics, MetricUnit
 
-from runtime import Runtime
-from stores.contract import Checkpoint, Run
+from heron.runtime import Runtime
+from heron.stores.contract import Checkpoint, Run
 
 __all__ = ["ENGINE_LOGGER", "instrument", "log_context", "logger", "metrics", "publish_metrics"]
 

@@ -1,6 +1,6 @@
 """The HTTP API function: API Gateway (HTTP API, payload 2.0) ─► Mangum ─► the ASGI app.
 
-``handler`` translates the event for the app in :mod:`functions.asgi` and runs it on the
+``handler`` translates the event for the app in :mod:`heron.functions.asgi` and runs it on the
 container's one event loop; the request id becomes the logs' correlation id.
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
-from functions import _lambda
-from functions._observe import logger, publish_metrics
-from functions.asgi import app
+from heron.functions import _lambda
+from heron.functions._observe import logger, publish_metrics
+from heron.functions.asgi import app
 
 __all__ = ["app", "handler"]
 

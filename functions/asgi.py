@@ -1,4 +1,4 @@
-"""The HTTP API, an ASGI app: served by ``functions.api`` on Lambda (through Mangum) and by
+"""The HTTP API, an ASGI app: served by ``heron.functions.api`` on Lambda (through Mangum) and by
 ``heron dev`` locally (through uvicorn).
 
 ::
@@ -41,7 +41,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime import (
+from heron.runtime import (
     Conflict,
     PayloadTooLarge,
     RunInfo,
@@ -51,7 +51,7 @@ from runtime import (
     StoreError,
     WorkflowNotFound,
 )
-from stores.contract import Checkpoint, Run, RunQuery, decode_cursor
+from heron.stores.contract import Checkpoint, Run, RunQuery, decode_cursor
 
 __all__ = ["ApiSettings", "app", "create_app"]
 
@@ -450,7 +450,7 @@ def get_runtime(request: Request) -> Runtime:
     elif source is not None:
         rt = source()
     else:
-        from functions._lambda import get_runtime as container_runtime
+        from heron.functions._lambda import get_runtime as container_runtime
 
         rt = container_runtime()
     observed: weakref.WeakSet[Runtime] = request.app.state.observed

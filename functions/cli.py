@@ -13,7 +13,7 @@
     heron schema ensure                         create the store's tables
 
 The workflows come from ``--app``/``HERON_APP`` (``module:attribute``, default
-``examples.orders:rt``), the store from ``--store``/``HERON_STORE`` (default
+``heron.functions.demo:rt``), the store from ``--store``/``HERON_STORE`` (default
 ``sqlite:///.heron/heron.db``). With the runtime's default in-process dispatcher, a command that
 makes a run due (``start``, ``signal``, ``retry``, ``sweep``) also runs it, here, until it
 suspends or ends. Bad input prints one red line and exits with status 2.
@@ -42,8 +42,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from functions._app import AppNotFound, load_runtime
-from runtime import (
+from heron.functions._app import AppNotFound, load_runtime
+from heron.runtime import (
     Conflict,
     HeronError,
     InProcessDispatcher,
@@ -53,8 +53,8 @@ from runtime import (
     SerializationError,
     WorkflowNotFound,
 )
-from runtime._context import CHILD_SIGNAL
-from stores.contract import Checkpoint, Run, RunStatus
+from heron.runtime._context import CHILD_SIGNAL
+from heron.stores.contract import Checkpoint, Run, RunStatus
 
 __all__ = ["app", "main"]
 
@@ -129,7 +129,7 @@ def _options(
             "--app",
             envvar="HERON_APP",
             metavar="MODULE:ATTR",
-            help="The Runtime holding your workflows (default: examples.orders:rt).",
+            help="The Runtime holding your workflows (default: heron.functions.demo:rt).",
         ),
     ] = None,
     store: Annotated[
@@ -373,7 +373,7 @@ def dev(
     """
     import uvicorn
 
-    from functions.asgi import ApiSettings, create_app
+    from heron.functions.asgi import ApiSettings, create_app
 
     settings = ctx.ensure_object(Settings)
     api = ApiSettings.from_env()
@@ -443,12 +443,12 @@ def demo(
 ) -> None:
     """Run the example order workflow start to finish, in a few seconds, and show its timeline.
 
-    Uses examples.orders:rt on its own SQLite file, whatever --app and --store say, so it never
+    Uses heron.functions.demo:rt on its own SQLite file, whatever --app and --store say, so it never
     touches your runs.
     """
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    settings = Settings(app="examples.orders:rt", store=f"sqlite:///{db}")
+    settings = Settings(app="heron.functions.demo:rt", store=f"sqlite:///{db}")
     out = _console()
     out.print(f"[bold]heron demo[/]: the example order workflow on [cyan]{escape(str(db))}[/]")
 

@@ -3,7 +3,7 @@
 DynamoDB's TTL deletes only the items that carry the TTL attribute, a finished run's header;
 the stream hands each such removal here, and ``store.delete(run_id)`` removes the run's
 checkpoints, signals and payload objects. The event source's filter passes only TTL deletions;
-:func:`stores.dynamodb.expired_run_ids` checks again, so any other record is skipped. A record
+:func:`heron.stores.dynamodb.expired_run_ids` checks again, so any other record is skipped. A record
 whose delete raised is reported as a partial batch failure (its ``SequenceNumber``), so Lambda
 retries the batch from there; deleting a run twice is harmless.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions import _lambda
-from functions._observe import logger, metrics, publish_metrics
+from heron.functions import _lambda
+from heron.functions._observe import logger, metrics, publish_metrics
 
 __all__ = ["handler"]
 
@@ -24,7 +24,7 @@ __all__ = ["handler"]
 @logger.inject_lambda_context(clear_state=True)
 @publish_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from stores.dynamodb import expired_run_ids  # pure; imported with the store on first use
+    from heron.stores.dynamodb import expired_run_ids  # pure; imported with the store on first use
 
     rt = _lambda.get_runtime()
     expired = [

@@ -28,10 +28,10 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from functions import _lambda
-from functions._observe import log_context, logger, metrics, publish_metrics
-from runtime import RunNotFound, Runtime
-from stores.contract import Run
+from heron.functions import _lambda
+from heron.functions._observe import log_context, logger, metrics, publish_metrics
+from heron.runtime import RunNotFound, Runtime
+from heron.stores.contract import Run
 
 __all__ = ["handler", "processor"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions import _lambda
-from functions._observe import logger, metrics, publish_metrics
+from heron.functions import _lambda
+from heron.functions._observe import logger, metrics, publish_metrics
 
 __all__ = ["handler"]
 

@@ -3,11 +3,12 @@
 ``template.yaml`` takes CloudFormation parameters; this stack takes the same settings, under the
 same names, as a :class:`Settings` (``cdk synth -c ApiAuth=IAM -c Timeout=120``), and resolves
 them when it is synthesized, so the template it writes has plain values where the SAM template
-has ``!If`` and ``!FindInMap``. The runs table is built from :data:`stores.dynamodb.TABLE`, the
-store's own definition of its keys, indexes, TTL attribute and stream; ``tests/infra/`` checks
-that ``template.yaml`` says the same and that both stacks agree on the queue and the schedule.
+has ``!If`` and ``!FindInMap``. The runs table is built from
+:data:`heron.stores.dynamodb.TABLE`, the store's own definition of its keys, indexes, TTL
+attribute and stream; ``tests/infra/`` checks that ``template.yaml`` says the same and that both
+stacks agree on the queue and the schedule.
 
-The functions' code is ``infra/lambda/`` (links to Heron's packages and the requirements file
+The functions' code is ``infra/lambda/`` (a link to the ``heron`` package and the requirements file
 ``sam build`` uses). Bundling installs the requirements for Python 3.13 on arm64 with this
 machine's pip (``--platform``, wheels only), so no Docker is needed; tests skip bundling.
 """
@@ -51,7 +52,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stores.dynamodb import TABLE, TableSpec
+from heron.stores.dynamodb import TABLE, TableSpec
 
 __all__ = [
     "DLQ_RETENTION",
@@ -67,10 +68,10 @@ __all__ = [
     "Settings",
 ]
 
-#: The functions' code: Heron's packages (linked) and ``requirements.txt``.
+#: The functions' code: the ``heron`` package (linked) and ``requirements.txt``.
 LAMBDA_DIR = Path(__file__).resolve().parent / "lambda"
 #: The packages the functions import, linked into ``LAMBDA_DIR``.
-PACKAGES = ("runtime", "stores", "functions", "examples")
+PACKAGES = ("heron",)
 
 #: The resume queue's visibility timeout is this many times the resume function's timeout
 #: (AWS's advice for an SQS event source: room for retries of a batch within one visibility).
@@ -100,7 +101,7 @@ TTL_REMOVALS: dict[str, Any] = {
 class Settings:
     """The stack's settings: ``template.yaml``'s parameters, same names, same defaults."""
 
-    HeronApp: str = "examples.orders:rt"
+    HeronApp: str = "heron.functions.demo:rt"
     StoreUrl: str = ""
     StoreSecretArn: str = ""
     RetentionDays: int = 30
@@ -312,7 +313,7 @@ class HeronStack(Stack):
 
         self.api_function = self._function(
             "ApiFunction",
-            "functions.api.handler",
+            "heron.functions.api.handler",
             "Heron HTTP API (start, signal, cancel, list, inspect; the dashboard)",
             code,
             api_env,
@@ -320,14 +321,14 @@ class HeronStack(Stack):
         )
         self.sweep_function = self._function(
             "SweepFunction",
-            "functions.sweep.handler",
+            "heron.functions.sweep.handler",
             "Heron sweep (dispatches every run that is due)",
             code,
             environment,
         )
         self.resume_function = self._function(
             "ResumeFunction",
-            "functions.resume.handler",
+            "heron.functions.resume.handler",
             "Heron resume (runs a workflow until it suspends or finishes)",
             code,
             environment,
@@ -337,7 +338,7 @@ class HeronStack(Stack):
         if self.table is not None:
             self.reaper_function = self._function(
                 "ReaperFunction",
-                "functions.reaper.handler",
+                "heron.functions.reaper.handler",
                 "Heron reaper (deletes what TTL leaves of an expired run)",
                 code,
                 environment,

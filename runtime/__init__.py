@@ -1,7 +1,7 @@
 """Heron's engine: durable workflows written as plain async Python.
 
 ```python
-from runtime import Runtime, Context, RetryPolicy
+from heron.runtime import Runtime, Context, RetryPolicy
 
 rt = Runtime()
 
@@ -16,9 +16,9 @@ async def checkout(ctx: Context, order: dict) -> dict:
 
 import logging
 
-from runtime._clock import Clock, SystemClock
-from runtime._context import Context, StepKey, step_key
-from runtime._dispatch import (
+from heron.runtime._clock import Clock, SystemClock
+from heron.runtime._context import Context, StepKey, step_key
+from heron.runtime._dispatch import (
     Dispatcher,
     DispatchError,
     InProcessDispatcher,
@@ -26,7 +26,7 @@ from runtime._dispatch import (
     SQSDispatcher,
     dispatcher_from_env,
 )
-from runtime._errors import (
+from heron.runtime._errors import (
     Conflict,
     FatalError,
     HeronError,
@@ -40,8 +40,8 @@ from runtime._errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from runtime._retry import RetryPolicy
-from runtime._runtime import RunInfo, Runtime
+from heron.runtime._retry import RetryPolicy
+from heron.runtime._runtime import RunInfo, Runtime
 
 # A library logs, the application decides where to: nothing reaches stderr unless configured.
 logging.getLogger("heron").addHandler(logging.NullHandler())

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, ParamSpec, TypeVar, overload
 
-from runtime._errors import (
+from heron.runtime._errors import (
     HeronError,
     NonDeterminismError,
     PayloadTooLarge,
@@ -36,11 +36,11 @@ from runtime._errors import (
     WorkflowFailed,
     describe,
 )
-from runtime._serde import decoder_for, encode, encoded_size, return_annotation
-from stores.contract import Checkpoint, Conflict, Loaded, Signal, StoreError
+from heron.runtime._serde import decoder_for, encode, encoded_size, return_annotation
+from heron.stores.contract import Checkpoint, Conflict, Loaded, Signal, StoreError
 
 if TYPE_CHECKING:
-    from runtime._runtime import Runtime
+    from heron.runtime._runtime import Runtime
 
 __all__ = ["Context", "StepKey", "step_key"]
 
@@ -76,7 +76,7 @@ def step_key() -> StepKey:
     """The running step's key. Raises ``RuntimeError`` outside a step."""
     key = _current_step.get()
     if key is None:
-        raise RuntimeError("runtime.step_key() called outside a running step")
+        raise RuntimeError("heron.step_key() called outside a running step")
     return key
 
 
@@ -265,8 +265,11 @@ class Context:
         with self._tracked():
             while True:
                 attempt += 1
-                token = _current_step.set(StepKey(self.run_id, seq, attempt))
+                key = StepKey(self.run_id, seq, attempt)
+                token = _current_step.set(key)
                 try:
+                    if self._rt._before_attempt is not None:  # heron.testing: injected faults
+                        self._rt._before_attempt(spec.name, key)
                     if spec.is_async:
                         result = await fn(*args, **kwargs)
                     else:

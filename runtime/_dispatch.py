@@ -18,7 +18,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from stores.contract import HeronError
+from heron.stores.contract import HeronError
 
 __all__ = [
     "DispatchError",

@@ -3,7 +3,7 @@
 ::
 
     HeronError
-     ├── StoreError (stores.contract)        a store failed; carries the run id
+     ├── StoreError (heron.stores.contract)  a store failed; carries the run id
      │    ├── Conflict                       a create-only/conditional write lost a race
      │    └── SchemaMissing                  no schema and auto_schema is off
      ├── FatalError                          raised by a step: never retried
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stores.contract import Conflict, HeronError, PayloadTooLarge, SchemaMissing, StoreError
+from heron.stores.contract import Conflict, HeronError, PayloadTooLarge, SchemaMissing, StoreError
 
 __all__ = [
     "Conflict",

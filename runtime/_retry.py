@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from runtime._errors import FatalError
+from heron.runtime._errors import FatalError
 
 __all__ = ["DEFAULT_RETRY", "RetryPolicy"]
 

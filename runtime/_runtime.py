@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from runtime._clock import Clock, SystemClock
-from runtime._context import CHILD_SIGNAL, Context, Lease
-from runtime._dispatch import Dispatcher, InProcessDispatcher, dispatcher_from_env
-from runtime._errors import (
+from heron.runtime._clock import Clock, SystemClock
+from heron.runtime._context import CHILD_SIGNAL, Context, Lease, StepKey
+from heron.runtime._dispatch import Dispatcher, InProcessDispatcher, dispatcher_from_env
+from heron.runtime._errors import (
     NonDeterminismError,
     PayloadTooLarge,
     RunNotFound,
@@ -35,15 +35,15 @@ from runtime._errors import (
     WorkflowNotFound,
     describe,
 )
-from runtime._retry import DEFAULT_RETRY, RetryPolicy
-from runtime._serde import (
+from heron.runtime._retry import DEFAULT_RETRY, RetryPolicy
+from heron.runtime._serde import (
     decoder_for,
     encode,
     encoded_size,
     parameter_annotation,
     return_annotation,
 )
-from stores.contract import (
+from heron.stores.contract import (
     TERMINAL_STATUSES,
     Checkpoint,
     Conflict,
@@ -112,8 +112,8 @@ class Runtime:
     """The engine. ``Runtime(store=open_store(url), lease_ttl=30.0)``.
 
     Without a store it opens ``HERON_STORE``, else ``sqlite:///.heron/heron.db``, on first use.
-    ``dispatcher`` defaults to :func:`~runtime.dispatcher_from_env` (SQS when ``HERON_QUEUE_URL``
-    is set, else in-process tasks); ``clock`` to the wall clock. ``max_payload``
+    ``dispatcher`` defaults to :func:`~heron.runtime.dispatcher_from_env` (SQS when
+    ``HERON_QUEUE_URL`` is set, else in-process tasks); ``clock`` to the wall clock. ``max_payload``
     caps any stored value (256 KB); a step back-off longer than ``inline_retry_limit`` seconds
     suspends the run rather than sleeping in the invocation.
     """
@@ -144,12 +144,14 @@ class Runtime:
         self._steps: dict[Callable[..., Any], StepSpec] = {}
         self._last_signal_at = 0.0
         self._observers: list[Observer] = []
+        #: Called with (step name, key) before each attempt; raising fails the attempt.
+        self._before_attempt: Callable[[str, StepKey], None] | None = None
 
     @property
     def store(self) -> WorkflowStore:
         """The store; opened from ``HERON_STORE`` (or the default) on first use if not given."""
         if self._store is None:
-            from stores import DEFAULT_STORE_URL, open_store
+            from heron.stores import DEFAULT_STORE_URL, open_store
 
             self._store = open_store(os.environ.get("HERON_STORE") or DEFAULT_STORE_URL)
         return self._store

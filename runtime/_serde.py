@@ -20,8 +20,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from runtime._errors import SerializationError
-from stores.contract import dumps
+from heron.runtime._errors import SerializationError
+from heron.stores.contract import dumps
 
 __all__ = ["decoder_for", "encode", "encoded_size"]
 

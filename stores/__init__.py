@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from stores.contract import (
+from heron.stores.contract import (
     Checkpoint,
     Conflict,
     Loaded,
@@ -38,9 +38,9 @@ __all__ = [
 
 #: URL scheme -> (module, class). Modules are imported on first use only.
 _BACKENDS: dict[str, tuple[str, str]] = {
-    "memory": ("stores.memory", "MemoryStore"),
-    "sqlite": ("stores.sqlite", "SqliteStore"),
-    "dynamodb": ("stores.dynamodb", "DynamoDBStore"),
+    "memory": ("heron.stores.memory", "MemoryStore"),
+    "sqlite": ("heron.stores.sqlite", "SqliteStore"),
+    "dynamodb": ("heron.stores.dynamodb", "DynamoDBStore"),
 }
 
 DEFAULT_STORE_URL = "sqlite:///.heron/heron.db"

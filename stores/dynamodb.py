@@ -49,9 +49,9 @@ run (and the step and seq), or, with ``payload_bucket`` set, its largest JSON va
 Nothing is ever truncated.
 
 Errors and retries. Throttling and transient errors are retried by botocore (``standard`` mode,
-``max_attempts``). Every other failure becomes :class:`~stores.contract.StoreError` carrying
+``max_attempts``). Every other failure becomes :class:`~heron.stores.contract.StoreError` carrying
 botocore's message, the run id and the store URL. A missing table raises
-:class:`~stores.contract.SchemaMissing` when ``auto_schema`` is off, and is created (table,
+:class:`~heron.stores.contract.SchemaMissing` when ``auto_schema`` is off, and is created (table,
 indexes, TTL) on first use when it is on. Every AWS call goes through :meth:`DynamoDBStore._call`.
 
 aioboto3 is imported on first use, never at import time, and the clients are made then, inside
@@ -84,7 +84,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from stores.contract import (
+from heron.stores.contract import (
     TERMINAL_STATUSES,
     Checkpoint,
     Conflict,

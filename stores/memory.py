@@ -12,7 +12,7 @@ import bisect
 from dataclasses import replace
 from typing import TypeVar
 
-from stores.contract import (
+from heron.stores.contract import (
     Checkpoint,
     Conflict,
     Loaded,

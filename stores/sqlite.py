@@ -21,7 +21,7 @@ block it for long, so the connection's own busy timeout is 0: when another proce
 write lock, SQLite fails at once with "database is locked", and :meth:`SqliteStore._call`
 (the one helper every method goes through) rolls back, ``await``-s a short jittered sleep
 (1 ms growing to 50 ms) and tries again, until ``busy_timeout`` seconds have passed; then it
-raises :class:`~stores.contract.StoreError` naming the run. No ``await`` happens while a
+raises :class:`~heron.stores.contract.StoreError` naming the run. No ``await`` happens while a
 transaction is open, so on one event loop every method is one indivisible step, as in
 ``MemoryStore``; a lock guards the connection against other threads (``check_same_thread`` is
 off).
@@ -44,7 +44,7 @@ from dataclasses import replace
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from stores.contract import (
+from heron.stores.contract import (
     TERMINAL_STATUSES,
     Checkpoint,
     Conflict,

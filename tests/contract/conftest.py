@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from stores.contract import WorkflowStore
+from heron.stores.contract import WorkflowStore
 
 # =============================================================================================
 # THE STORES UNDER TEST. To check a new backend (DynamoDB on a moto server, Redis on a
@@ -41,7 +41,7 @@ from stores.contract import WorkflowStore
 
 #: The store has a schema: it honours ``auto_schema=False`` and ``ensure_schema()``.
 SCHEMA = "schema"
-#: ``Backend.url`` opens the same data, through ``stores.open_store``, from any process.
+#: ``Backend.url`` opens the same data, through ``heron.stores.open_store``, from any process.
 URL = "url"
 #: The lease is atomic (``WorkflowStore.atomic_lease``): racing acquires have one winner.
 ATOMIC_LEASE = "atomic_lease"
@@ -68,7 +68,7 @@ class StoreKind:
 
 @asynccontextmanager
 async def _memory(tmp_path: Path) -> AsyncIterator[Backend]:
-    from stores.memory import MemoryStore
+    from heron.stores.memory import MemoryStore
 
     store = MemoryStore()
 
@@ -80,7 +80,7 @@ async def _memory(tmp_path: Path) -> AsyncIterator[Backend]:
 
 @asynccontextmanager
 async def _sqlite(tmp_path: Path) -> AsyncIterator[Backend]:
-    from stores.sqlite import SqliteStore
+    from heron.stores.sqlite import SqliteStore
 
     path = tmp_path / "heron.db"
 
@@ -93,7 +93,7 @@ async def _sqlite(tmp_path: Path) -> AsyncIterator[Backend]:
 @asynccontextmanager
 async def _dynamodb(tmp_path: Path, moto_endpoint: str, aws_session: Any) -> AsyncIterator[Backend]:
     """A fresh table per test (created on first use) on the session's moto server, over HTTP."""
-    from stores import open_store
+    from heron.stores import open_store
 
     table = f"heron-{uuid.uuid4().hex[:12]}"
     url = f"dynamodb://{table}?region=us-east-1&endpoint_url={moto_endpoint}"

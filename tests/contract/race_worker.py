@@ -2,7 +2,7 @@
 
     python race_worker.py URL OP RUN LABEL
 
-opens the store at ``URL`` with ``stores.open_store``, prints ``ready``, then runs in lockstep
+opens the store at ``URL`` with ``heron.stores.open_store``, prints ``ready``, then runs in lockstep
 with the test: for each line ``i`` read from stdin it makes attempt ``i`` of ``OP`` and prints its
 outcome as one JSON line; an empty line or end of input stops it.
 
@@ -19,7 +19,7 @@ import json
 import sys
 from typing import Any
 
-from stores import Checkpoint, Conflict, Signal, WorkflowStore, open_store
+from heron.stores import Checkpoint, Conflict, Signal, WorkflowStore, open_store
 
 T0 = 1_700_000_000.0
 LEASE_TTL = 60.0

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from stores import (
+from heron.stores import (
     Checkpoint,
     Conflict,
     Loaded,
@@ -30,7 +30,7 @@ from stores import (
     WorkflowStore,
     open_store,
 )
-from stores.contract import RunStatus
+from heron.stores.contract import RunStatus
 from tests.contract.race_worker import (
     LEASE_TTL,
     T0,

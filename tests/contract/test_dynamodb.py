@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-import runtime
-from runtime import Context
-from runtime.testing import test_runtime
-from stores import open_store
-from stores.contract import (
+from heron import runtime
+from heron.runtime import Context
+from heron.runtime.testing import test_runtime
+from heron.stores import open_store
+from heron.stores.contract import (
     Checkpoint,
     PayloadTooLarge,
     Run,
@@ -33,7 +33,7 @@ from stores.contract import (
     Signal,
     StoreError,
 )
-from stores.dynamodb import TABLE, DynamoDBStore, expired_run_ids, item_size
+from heron.stores.dynamodb import TABLE, DynamoDBStore, expired_run_ids, item_size
 from tests.moto_server import free_port
 
 T0 = 1_700_000_000.0
@@ -366,7 +366,7 @@ def test_heron_schema_ensure_creates_the_table(
 ) -> None:
     from typer.testing import CliRunner
 
-    from functions.cli import app
+    from heron.functions.cli import app
 
     # given an app whose runtime opens the store from --store, and a table nobody created
     module = f"heron_schema_app_{uuid.uuid4().hex[:8]}"
@@ -615,7 +615,7 @@ def test_bad_urls_are_refused(url: str, error: str) -> None:
 
 def test_importing_the_store_does_not_import_the_aws_sdk() -> None:
     code = (
-        "import sys, stores, stores.dynamodb\n"
+        "import sys, heron.stores, heron.stores.dynamodb\n"
         "sdk = ('aioboto3', 'aiobotocore', 'botocore', 'boto3')\n"
         "loaded = [name for name in sdk if name in sys.modules]\n"
         "assert not loaded, loaded"

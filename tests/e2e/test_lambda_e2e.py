@@ -2,10 +2,10 @@
 
 DynamoDB and SQS are a moto server reached over HTTP. The test plays the parts AWS plays:
 
-    API Gateway   events/ samples, patched, into functions.api.handler
+    API Gateway   events/ samples, patched, into heron.functions.api.handler
     SQS poller    ReceiveMessage on the resume queue (delays honoured by the queue) ─►
-                  functions.resume.handler(SQS event) ─► DeleteMessage for what succeeded
-    EventBridge   functions.sweep.handler(scheduled event) every few polls
+                  heron.functions.resume.handler(SQS event) ─► DeleteMessage for what succeeded
+    EventBridge   heron.functions.sweep.handler(scheduled event) every few polls
 
 The workflow charges, sleeps a second (a delayed SQS message wakes it), waits for a signal sent
 through the API, and finishes with a step. A second run of the test loses the timer's message
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from functions import _lambda, api, asgi, resume, sweep
+from heron.functions import _lambda, api, asgi, resume, sweep
 from tests.functions.kit import (
     APP,
     TOKEN,

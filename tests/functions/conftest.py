@@ -1,6 +1,6 @@
 """Fixtures for the Lambda handler tests.
 
-``container``   a fresh Lambda container for ``functions.api``/``sweep``/``resume``: the test
+``container``   a fresh Lambda container for ``heron.functions.api``/``sweep``/``resume``: the test
                 app (``tests.functions.lambda_app:rt``) on a SQLite file in ``tmp_path``, the
                 in-process dispatcher (no queue), the API's bearer token set; the container's
                 loop and runtime are dropped before and after, as a new container would be.
@@ -20,7 +20,7 @@ from tests.functions.lambda_app import BROKEN
 
 @pytest.fixture
 def container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    from functions import _lambda, asgi
+    from heron.functions import _lambda, asgi
 
     monkeypatch.setenv("HERON_APP", APP)
     monkeypatch.setenv("HERON_STORE", f"sqlite:///{tmp_path / 'heron.db'}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from runtime import Context, FatalError, Runtime
+from heron.runtime import Context, FatalError, Runtime
 
 rt = Runtime(lease_ttl=10.0)
 

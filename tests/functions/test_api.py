@@ -1,4 +1,4 @@
-"""The HTTP API function, called as Lambda calls it: ``functions.api.handler(event, context)``
+"""The HTTP API function, called as Lambda calls it: ``heron.functions.api.handler(event, context)``
 with API Gateway HTTP API events (the SAM samples in ``events/``, patched) and a context object.
 
 The container runs the test app on SQLite with the in-process dispatcher, which the handler
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from functions import _lambda, api, asgi
+from heron.functions import _lambda, api, asgi
 from tests.functions.kit import (
     TOKEN,
     LambdaContext,
@@ -408,7 +408,7 @@ def test_the_runtime_is_built_once_per_container() -> None:
 async def test_a_streamed_body_without_a_length_is_counted_and_cut_at_the_limit() -> None:
     import httpx
 
-    from runtime.testing import test_runtime
+    from heron.runtime.testing import test_runtime
 
     rt, _ = test_runtime()
     app = asgi.create_app(rt, asgi.ApiSettings(open=True, max_body=100))

@@ -15,9 +15,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from functions.asgi import ApiSettings, create_app
-from runtime import Context
-from runtime.testing import test_runtime
+from heron.functions.asgi import ApiSettings, create_app
+from heron.runtime import Context
+from heron.runtime.testing import test_runtime
 
 TOKEN = "schemathesis-token"
 

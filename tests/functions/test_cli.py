@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from functions._app import DEFAULT_APP, AppNotFound, load_runtime
-from functions.cli import app
-from runtime import Runtime
+from heron.functions._app import DEFAULT_APP, AppNotFound, load_runtime
+from heron.functions.cli import app
+from heron.runtime import Runtime
 
 HERON = Path(sys.executable).with_name("heron")
 APP_MODULE = "heron_cli_testapp"
@@ -30,7 +30,7 @@ APP_SOURCE = textwrap.dedent(
 
     from __future__ import annotations
 
-    from runtime import Context, Runtime
+    from heron.runtime import Context, Runtime
 
     rt = Runtime()
     not_a_runtime = {"rt": "no"}
@@ -59,7 +59,7 @@ APP_SOURCE = textwrap.dedent(
 #: Modules that hold a ``Runtime`` at module level. Each ``heron`` command runs in a process of
 #: its own and closes the runtime's store when it ends; in one test process, every invocation
 #: imports them afresh instead.
-APP_MODULES = (APP_MODULE, "examples.orders", "nested_app")
+APP_MODULES = (APP_MODULE, "heron.functions.demo", "nested_app")
 
 
 def forget_apps() -> None:
@@ -237,20 +237,20 @@ def test_bad_input_exits_2_with_one_line(args: tuple[str, ...], expected: str) -
 
 
 def test_load_runtime_resolves_spec_env_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    import examples.orders
+    import heron.functions.demo
 
-    assert load_runtime("examples.orders:rt") is examples.orders.rt
+    assert load_runtime("heron.functions.demo:rt") is heron.functions.demo.rt
     monkeypatch.delenv("HERON_APP")
-    assert DEFAULT_APP == "examples.orders:rt"
-    assert load_runtime() is examples.orders.rt
-    assert set(examples.orders.rt.workflows) == {"invoice", "order"}
+    assert DEFAULT_APP == "heron.functions.demo:rt"
+    assert load_runtime() is heron.functions.demo.rt
+    assert set(heron.functions.demo.rt.workflows) == {"invoice", "order"}
 
 
 def test_load_runtime_error_names_the_spec() -> None:
     with pytest.raises(AppNotFound) as caught:
-        load_runtime("examples.orders:nothing")
-    assert caught.value.spec == "examples.orders:nothing"
-    assert "examples.orders:nothing" in str(caught.value)
+        load_runtime("heron.functions.demo:nothing")
+    assert caught.value.spec == "heron.functions.demo:nothing"
+    assert "heron.functions.demo:nothing" in str(caught.value)
 
 
 def test_load_runtime_follows_dotted_attributes(workspace: Path) -> None:
@@ -265,7 +265,7 @@ def test_load_runtime_follows_dotted_attributes(workspace: Path) -> None:
 
 def test_handlers_never_import_the_cli_libraries() -> None:
     code = (
-        "import sys, functions._app, examples.orders; "
+        "import sys, heron.functions._app, heron.functions.demo; "
         "print(sorted(m for m in ('typer', 'rich') if m in sys.modules))"
     )
     proc = subprocess.run(

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from runtime import (
+from heron.runtime import (
     DispatchError,
     InProcessDispatcher,
     Runtime,
     SQSDispatcher,
     dispatcher_from_env,
 )
-from runtime.testing import FakeClock
-from stores.memory import MemoryStore
+from heron.runtime.testing import FakeClock
+from heron.stores.memory import MemoryStore
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     "HERON_STORE": "dynamodb://heron-runs?region=us-east-1",
     "HERON_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/heron-resume",
-    "HERON_APP": "examples.orders:rt",
+    "HERON_APP": "heron.functions.demo:rt",
     "HERON_API_TOKEN": "t",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
@@ -40,13 +40,13 @@ NOT_FOR_WORKERS = {
     "rich",
     "sqlite3",
     "starlette",
-    "stores.memory",
-    "stores.sqlite",
+    "heron.stores.memory",
+    "heron.stores.sqlite",
     "typer",
     "uvicorn",
 }
 #: Never on the path of the API function (it does need fastapi, pydantic and mangum).
-NOT_FOR_THE_API = {"click", "redis", "rich", "sqlite3", "stores.sqlite", "typer", "uvicorn"}
+NOT_FOR_THE_API = {"click", "redis", "rich", "sqlite3", "heron.stores.sqlite", "typer", "uvicorn"}
 
 
 def modules_after(code: str) -> set[str]:
@@ -68,25 +68,33 @@ def loaded(names: set[str], modules: set[str]) -> set[str]:
     return {m for m in modules if m in names or m.split(".")[0] in names}
 
 
-@pytest.mark.parametrize("handler", ["functions.resume", "functions.sweep", "functions.reaper"])
+@pytest.mark.parametrize(
+    "handler", ["heron.functions.resume", "heron.functions.sweep", "heron.functions.reaper"]
+)
 def test_the_worker_functions_import_nothing_they_do_not_need(handler: str) -> None:
     modules = modules_after(f"import {handler}\n{FIRST_INVOCATION}\nimport aioboto3")
-    assert "stores.dynamodb" in modules
+    assert "heron.stores.dynamodb" in modules
     assert loaded(NOT_FOR_WORKERS, modules - sdk_modules()) == set()
 
 
 def test_the_api_function_imports_no_cli_and_no_other_store() -> None:
-    modules = modules_after(f"import functions.api\n{FIRST_INVOCATION}\nimport aioboto3")
-    assert {"fastapi", "mangum", "stores.dynamodb"} <= modules
+    modules = modules_after(f"import heron.functions.api\n{FIRST_INVOCATION}\nimport aioboto3")
+    assert {"fastapi", "mangum", "heron.stores.dynamodb"} <= modules
     assert loaded(NOT_FOR_THE_API, modules - sdk_modules()) == set()
 
 
 @pytest.mark.parametrize(
-    "handler", ["functions.resume", "functions.sweep", "functions.reaper", "functions.api"]
+    "handler",
+    [
+        "heron.functions.resume",
+        "heron.functions.sweep",
+        "heron.functions.reaper",
+        "heron.functions.api",
+    ],
 )
 def test_importing_a_handler_opens_nothing_and_imports_no_sdk(handler: str) -> None:
     modules = modules_after(f"import {handler}")
-    sdk = {"aioboto3", "aiobotocore", "boto3", "stores.dynamodb", "examples"}
+    sdk = {"aioboto3", "aiobotocore", "boto3", "heron.stores.dynamodb", "examples"}
     assert loaded(sdk, modules) == set()
     # Powertools imports botocore's package (to tag its user agent), not the SDK's machinery
     assert {"botocore.session", "botocore.client"} & modules == set()

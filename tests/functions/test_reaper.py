@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from functions import _lambda, reaper
+from heron.functions import _lambda, reaper
 from tests.functions.kit import LambdaContext, load_event
 from tests.functions.test_sweep import Recorder
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from functions import _lambda, resume
-from runtime import Runtime
-from runtime.testing import FakeClock
+from heron.functions import _lambda, resume
+from heron.runtime import Runtime
+from heron.runtime.testing import FakeClock
 from tests.functions.kit import (
     LambdaContext,
     load_event,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from functions import _lambda, sweep
+from heron.functions import _lambda, sweep
 from tests.functions.kit import LambdaContext, metric_totals, scheduled_event
 
 pytestmark = pytest.mark.usefixtures("container")

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from heron.stores.dynamodb import TABLE
 from infra.heron_stack import TIMEOUTS, TTL_REMOVALS, Settings  # noqa: E402
-from stores.dynamodb import TABLE
 from tests.infra.cfn import sam_functions  # noqa: E402
 
 Synth = Callable[..., dict[str, Any]]
@@ -109,7 +109,7 @@ def test_visibility_timeout_is_six_times_the_resume_timeout(synth: Synth, timeou
         },
     )
     template.has_resource_properties(
-        "AWS::Lambda::Function", {"Handler": "functions.resume.handler", "Timeout": timeout}
+        "AWS::Lambda::Function", {"Handler": "heron.functions.resume.handler", "Timeout": timeout}
     )
 
 
@@ -129,7 +129,7 @@ def test_reserved_concurrency_caps_the_event_source_too(synth: Synth) -> None:
     template = Template.from_json(synth(ResumeReservedConcurrency=20))
     template.has_resource_properties(
         "AWS::Lambda::Function",
-        {"Handler": "functions.resume.handler", "ReservedConcurrentExecutions": 20},
+        {"Handler": "heron.functions.resume.handler", "ReservedConcurrentExecutions": 20},
     )
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping", {"ScalingConfig": {"MaximumConcurrency": 20}}

@@ -1,7 +1,7 @@
 """``template.yaml`` against the store's table definition, the code it deploys, and itself.
 
 The table's keys, indexes, TTL attribute and stream are defined once, in
-``stores.dynamodb.TABLE``; the YAML cannot import it, so these tests hold the copy to it.
+``heron.stores.dynamodb.TABLE``; the YAML cannot import it, so these tests hold the copy to it.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from stores.dynamodb import TABLE
+from heron.stores.dynamodb import TABLE
 from tests.infra.cfn import ROOT, Resolver, sam_functions  # noqa: E402
 
 FUNCTIONS = {
-    "ApiFunction": "functions.api.handler",
-    "SweepFunction": "functions.sweep.handler",
-    "ResumeFunction": "functions.resume.handler",
-    "ReaperFunction": "functions.reaper.handler",
+    "ApiFunction": "heron.functions.api.handler",
+    "SweepFunction": "heron.functions.sweep.handler",
+    "ResumeFunction": "heron.functions.resume.handler",
+    "ReaperFunction": "heron.functions.reaper.handler",
 }
 #: The stream records the reaper is given: deletions by DynamoDB's TTL only.
 TTL_REMOVALS = {
@@ -211,8 +211,7 @@ def test_handlers_name_real_functions(
 
 def test_the_code_folder_links_the_packages_and_lists_their_requirements() -> None:
     code = ROOT / "infra" / "lambda"
-    for package in ("runtime", "stores", "functions", "examples"):
-        assert (code / package).resolve() == ROOT / package
+    assert (code / "heron").resolve() == ROOT / "heron"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     extras = pyproject["project"]["optional-dependencies"]
     declared = {

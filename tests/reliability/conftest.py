@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from stores.contract import (
+from heron.stores.contract import (
     Checkpoint,
     Loaded,
     Run,
@@ -215,11 +215,11 @@ class ShiftedClock:
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WorkflowStore]:
     if request.param == "memory":
-        from stores.memory import MemoryStore
+        from heron.stores.memory import MemoryStore
 
         yield MemoryStore()
         return
-    from stores.sqlite import SqliteStore
+    from heron.stores.sqlite import SqliteStore
 
     sqlite = SqliteStore(str(tmp_path / "heron.db"))
     try:
@@ -235,7 +235,7 @@ def db_path(tmp_path: Path) -> str:
 
 @pytest.fixture
 async def sqlite_store(db_path: str) -> AsyncIterator[WorkflowStore]:
-    from stores.sqlite import SqliteStore
+    from heron.stores.sqlite import SqliteStore
 
     sqlite = SqliteStore(db_path)
     try:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from runtime import Context, NoopDispatcher, RetryPolicy, Runtime, WorkflowFailed, step_key
-from stores.contract import WorkflowStore
+from heron.runtime import Context, NoopDispatcher, RetryPolicy, Runtime, WorkflowFailed, step_key
+from heron.stores.contract import WorkflowStore
 from tests.reliability.conftest import ProxyStore, wait_until
 
 NO_RETRY = RetryPolicy(max_attempts=1)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from stores.sqlite import SqliteStore
+from heron.stores.sqlite import SqliteStore
 from tests.reliability.conftest import ShiftedClock, Workers
 from tests.reliability.worker import (
     CRASH_LEASE,

@@ -31,10 +31,10 @@ from typing import Any
 
 import pytest
 
-from runtime import Context, NoopDispatcher, RetryPolicy, Runtime, StoreError, step_key
-from runtime.testing import FakeClock
-from stores.contract import Checkpoint, Run, RunQuery, Signal, WorkflowStore
-from stores.sqlite import SqliteStore
+from heron.runtime import Context, NoopDispatcher, RetryPolicy, Runtime, StoreError, step_key
+from heron.runtime.testing import FakeClock
+from heron.stores.contract import Checkpoint, Run, RunQuery, Signal, WorkflowStore
+from heron.stores.sqlite import SqliteStore
 from tests.reliability.conftest import FaultyStore, ProxyStore, wait_until
 
 LEASE = 30.0

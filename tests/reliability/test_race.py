@@ -28,10 +28,10 @@ from typing import Any
 
 import pytest
 
-from runtime import Context, NoopDispatcher, Runtime
-from runtime.testing import FakeClock
-from stores.contract import WorkflowStore
-from stores.memory import MemoryStore
+from heron.runtime import Context, NoopDispatcher, Runtime
+from heron.runtime.testing import FakeClock
+from heron.stores.contract import WorkflowStore
+from heron.stores.memory import MemoryStore
 from tests.reliability.conftest import ProxyStore, ShiftedClock, Workers, wait_until
 from tests.reliability.worker import build_runtime, racy_input, read_lines
 

@@ -20,9 +20,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from runtime import Context, NoopDispatcher, RetryPolicy, Runtime, step_key
-from runtime.testing import FakeClock
-from stores.contract import Conflict, WorkflowStore
+from heron.runtime import Context, NoopDispatcher, RetryPolicy, Runtime, step_key
+from heron.runtime.testing import FakeClock
+from heron.stores.contract import Conflict, WorkflowStore
 from tests.reliability.conftest import ProxyStore, Workers
 from tests.reliability.worker import build_runtime, read_lines
 

@@ -38,10 +38,10 @@ from typing import Any
 if not __package__:  # run by path: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from runtime import Context, NoopDispatcher, RetryPolicy, Runtime, step_key
-from runtime._clock import Clock
-from stores.contract import Checkpoint, Run, WorkflowStore
-from stores.sqlite import SqliteStore
+from heron.runtime import Context, NoopDispatcher, RetryPolicy, Runtime, step_key
+from heron.runtime._clock import Clock
+from heron.stores.contract import Checkpoint, Run, WorkflowStore
+from heron.stores.sqlite import SqliteStore
 
 #: The durable sleep in the middle of ``crashy`` (seconds): long enough to suspend the run.
 CRASHY_SLEEP = 0.05

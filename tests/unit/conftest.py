@@ -1,11 +1,11 @@
 """Fixtures for the engine's unit tests.
 
 ``rt``/``clock``/``store``  a ``Runtime`` on a ``MemoryStore`` with a ``FakeClock`` and no
-                            background dispatch (``runtime.testing.test_runtime``): ``rt.wait``
-                            and ``rt.resume`` drive the runs, deterministically.
+                            background dispatch (``heron.testing.test_runtime``): ``rt.wait`` and
+                            ``rt.resume`` drive the runs, deterministically.
 ``any_store``               a fresh store of each kind (memory, sqlite in ``tmp_path``, dynamodb: a
                             new table on the session's moto server).
-``CountingStore``           (from ``runtime.testing``) counts every store call.
+``CountingStore``           (from ``heron.testing``) counts every store call.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime import Runtime
-from runtime.testing import FakeClock, test_runtime
-from stores.contract import WorkflowStore
-from stores.memory import MemoryStore
+from heron.runtime import Runtime
+from heron.runtime.testing import FakeClock, test_runtime
+from heron.stores.contract import WorkflowStore
+from heron.stores.memory import MemoryStore
 
 
 @pytest.fixture
@@ -49,14 +49,14 @@ async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         return
     store: WorkflowStore
     if request.param == "dynamodb":
-        from stores.dynamodb import DynamoDBStore
+        from heron.stores.dynamodb import DynamoDBStore
 
         endpoint = request.getfixturevalue("moto_endpoint")
         session = request.getfixturevalue("aws_session")
         table = f"heron-{uuid.uuid4().hex[:12]}"
         store = DynamoDBStore(table, region="us-east-1", endpoint_url=endpoint, session=session)
     else:
-        from stores.sqlite import SqliteStore
+        from heron.stores.sqlite import SqliteStore
 
         store = SqliteStore(str(tmp_path / "heron.db"))
     try:

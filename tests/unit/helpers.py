@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime import Runtime
+from heron.runtime import Runtime
 
 
 async def timeline(rt: Runtime, run_id: str) -> list[tuple[int, str, str]]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from runtime import Context, Runtime, WorkflowFailed, WorkflowNotFound
-from runtime.testing import FakeClock
+from heron.runtime import Context, Runtime, WorkflowFailed, WorkflowNotFound
+from heron.runtime.testing import FakeClock
 from tests.unit.helpers import status, timeline
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from runtime import (
+from heron.runtime import (
     Conflict,
     Context,
     PayloadTooLarge,
@@ -22,8 +22,8 @@ from runtime import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from runtime.testing import FakeClock, test_runtime
-from stores.memory import MemoryStore
+from heron.runtime.testing import FakeClock, test_runtime
+from heron.stores.memory import MemoryStore
 from tests.unit.helpers import status, timeline
 
 
@@ -222,7 +222,7 @@ async def test_cancel_during_a_step_wins_over_completion(rt: Runtime) -> None:
     # the run is cancelled while its step runs; the executor's final save must not undo that
     @rt.step
     async def cancel_myself() -> str:
-        from runtime import step_key
+        from heron.runtime import step_key
 
         await rt.cancel(step_key().run_id, "stop")
         return "step done"
@@ -597,7 +597,7 @@ def test_runtime_refuses_a_bad_lease_ttl() -> None:
 
 
 def _noop() -> Any:
-    from runtime import NoopDispatcher
+    from heron.runtime import NoopDispatcher
 
     return NoopDispatcher()
 
@@ -695,7 +695,7 @@ async def test_a_run_reports_running_while_its_step_runs(rt: Runtime) -> None:
 
     @rt.step
     async def look() -> None:
-        from runtime import step_key
+        from heron.runtime import step_key
 
         seen.append((await rt.get(step_key().run_id)).status)
 
@@ -718,7 +718,7 @@ async def test_a_cancel_seen_by_the_lease_renewal_starts_no_further_step(
 
     @rt.step
     async def first() -> None:
-        from runtime import step_key
+        from heron.runtime import step_key
 
         calls["first"] += 1
         await rt.cancel(step_key().run_id)

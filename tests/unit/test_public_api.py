@@ -1,5 +1,5 @@
-"""The public surface: ``runtime.__all__`` and ``stores.__all__`` are sorted and complete, and
-``import runtime`` stays light (no pydantic, no store backends, no cloud SDKs)."""
+"""The public surface: ``heron.runtime.__all__`` and ``heron.stores.__all__`` are sorted and
+complete, and ``import heron`` stays light (no pydantic, no store backends, no cloud SDKs)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from types import ModuleType
 
 import pytest
 
-import runtime
-import stores
-from runtime import _clock, _context, _dispatch, _errors, _runtime
-from runtime._errors import HeronError
+from heron import runtime, stores
+from heron.runtime import _clock, _context, _dispatch, _errors, _runtime
+from heron.runtime._errors import HeronError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +43,8 @@ def public_members(module: ModuleType, packages: tuple[str, ...]) -> list[str]:
             continue
         if not (inspect.isclass(value) or inspect.isfunction(value)):
             continue
-        if str(getattr(value, "__module__", "")).split(".")[0] in packages:
+        module_name = str(getattr(value, "__module__", ""))
+        if any(module_name == p or module_name.startswith(p + ".") for p in packages):
             names.append(name)
     return sorted(names)
 
@@ -58,7 +58,7 @@ def test_design_names_are_importable_from_runtime(name: str) -> None:
 def test_runtime_all_is_sorted_and_complete() -> None:
     assert runtime.__all__ == sorted(runtime.__all__)
     assert len(set(runtime.__all__)) == len(runtime.__all__)
-    assert runtime.__all__ == public_members(runtime, ("runtime", "stores"))
+    assert runtime.__all__ == public_members(runtime, ("heron.runtime", "heron.stores"))
 
 
 @pytest.mark.parametrize("module", [_clock, _context, _dispatch, _errors, _runtime])
@@ -80,7 +80,7 @@ def test_every_heron_error_defined_by_the_engine_is_exported() -> None:
 
 
 def test_conflict_is_the_store_contracts_own() -> None:
-    from stores.contract import Conflict
+    from heron.stores.contract import Conflict
 
     assert runtime.Conflict is Conflict
     assert issubclass(runtime.Conflict, runtime.HeronError)
@@ -94,18 +94,18 @@ def test_suspension_is_private_and_not_an_exception() -> None:
 
 def test_stores_all_is_sorted_and_complete() -> None:
     assert stores.__all__ == sorted(stores.__all__)
-    assert stores.__all__ == public_members(stores, ("stores",))
+    assert stores.__all__ == public_members(stores, ("heron.stores",))
     for name in stores.__all__:
         assert getattr(stores, name) is not None
 
 
 def test_testing_module_exports() -> None:
-    from runtime import testing
+    from heron.runtime import testing
 
     assert testing.__all__ == sorted(testing.__all__)
     defined_here = [
         name
-        for name in public_members(testing, ("runtime",))
+        for name in public_members(testing, ("heron.runtime",))
         if getattr(testing, name).__module__ == testing.__name__
     ]
     assert testing.__all__ == defined_here
@@ -119,11 +119,13 @@ def modules_after(statement: str) -> set[str]:
     return set(json.loads(out))
 
 
-HEAVY = ["pydantic", "sqlite3", "_sqlite3", "stores.sqlite", "boto3", "aioboto3", "botocore"]
-HEAVY += ["redis", "stores.memory", "functions"]
+HEAVY = ["pydantic", "sqlite3", "_sqlite3", "heron.stores.sqlite", "boto3", "aioboto3", "botocore"]
+HEAVY += ["redis", "heron.stores.memory", "functions"]
 
 
-@pytest.mark.parametrize("statement", ["import runtime", "import stores", "import runtime.testing"])
+@pytest.mark.parametrize(
+    "statement", ["import heron.runtime", "import heron.stores", "import heron.runtime.testing"]
+)
 def test_import_is_light(statement: str) -> None:
     loaded = modules_after(statement)
     assert {m for m in loaded if m in HEAVY or m.split(".")[0] in HEAVY} == set()

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from runtime import (
+from heron.runtime import (
     Context,
     FatalError,
     NonDeterminismError,
@@ -31,9 +31,9 @@ from runtime import (
     StepFailed,
     WorkflowFailed,
 )
-from runtime.testing import FakeClock, test_runtime
-from stores.contract import Checkpoint, Run, WorkflowStore, dumps
-from stores.memory import MemoryStore
+from heron.runtime.testing import FakeClock, test_runtime
+from heron.stores.contract import Checkpoint, Run, WorkflowStore, dumps
+from heron.stores.memory import MemoryStore
 from tests.unit.helpers import status, timeline
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -12,9 +12,9 @@ from typing import Any
 import pydantic
 import pytest
 
-from runtime import Context, Runtime, SerializationError
-from runtime._serde import decoder_for, encode
-from runtime.testing import FakeClock
+from heron.runtime import Context, Runtime, SerializationError
+from heron.runtime._serde import decoder_for, encode
+from heron.runtime.testing import FakeClock
 
 
 @dataclass

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from runtime import Context, RunNotFound, Runtime
-from runtime.testing import FakeClock
+from heron.runtime import Context, RunNotFound, Runtime
+from heron.runtime.testing import FakeClock
 from tests.unit.helpers import status, timeline
 
 DAY = 86400.0
@@ -464,7 +464,7 @@ async def test_a_signal_sent_while_the_run_suspends_is_not_lost(rt: Runtime) -> 
     # signal's revision bump, and the executor reloads and replays instead of overwriting
     @rt.step
     async def ask() -> None:
-        from runtime import step_key
+        from heron.runtime import step_key
 
         await rt.signal(step_key().run_id, "answer", 42)
 
@@ -497,7 +497,7 @@ async def test_signals_sent_at_the_same_instant_are_consumed_in_send_order(
 
 
 async def test_signal_payloads_are_checked(store: Any) -> None:
-    from runtime import NoopDispatcher, PayloadTooLarge, SerializationError
+    from heron.runtime import NoopDispatcher, PayloadTooLarge, SerializationError
 
     rt = Runtime(store, max_payload=100, clock=FakeClock(), dispatcher=NoopDispatcher())
 

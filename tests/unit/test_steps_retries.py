@@ -1,5 +1,5 @@
 """Steps: registration, sync and async functions, retries (inline and suspended), fatal errors,
-``StepFailed`` into the workflow, ``runtime.step_key()``, ``RetryPolicy`` and fan-out with
+``StepFailed`` into the workflow, ``heron.runtime.step_key()``, ``RetryPolicy`` and fan-out with
 ``asyncio.gather``."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-import runtime
-from runtime import (
+from heron import runtime
+from heron.runtime import (
     Context,
     FatalError,
     RetryPolicy,
@@ -22,8 +22,8 @@ from runtime import (
     StepKey,
     WorkflowFailed,
 )
-from runtime._retry import DEFAULT_RETRY
-from runtime.testing import FakeClock
+from heron.runtime._retry import DEFAULT_RETRY
+from heron.runtime.testing import FakeClock
 from tests.unit.helpers import status, timeline
 
 # -- registration --------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime import Context
-from runtime.testing import CountingStore, test_runtime
-from stores.contract import WorkflowStore
+from heron.runtime import Context
+from heron.runtime.testing import CountingStore, test_runtime
+from heron.stores.contract import WorkflowStore
 
 STEPS = 200
 

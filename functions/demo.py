@@ -5,7 +5,7 @@ The ``order`` workflow uses every durable operation Heron has::
     order ─► charge (fails once, retried) ─► sleep 1 s ─► wait for "approved"
           ─► pack every item (in parallel) ─► child workflow "invoice" ─► summary
 
-Run it with ``heron demo``, or by hand (``HERON_APP`` defaults to ``examples.orders:rt``)::
+Run it with ``heron demo``, or by hand (``HERON_APP`` defaults to ``heron.functions.demo:rt``)::
 
     heron start order '{"id": "o-1", "items": [{"sku": "mug", "qty": 2}], "total": 1800}' \\
         --run-id o-1                               # charges, then sleeps
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypedDict
 
-from runtime import Context, RetryPolicy, Runtime, StepFailed, step_key
+from heron.runtime import Context, RetryPolicy, Runtime, StepFailed, step_key
 
 __all__ = [
     "APPROVAL_TIMEOUT",
