@@ -10,12 +10,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# An editable install: the checkout is what runs. (setuptools warns on every editable install
-# that folders named like the package could shadow it; heron/ is that package, so say nothing.)
-PIP_INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q
+# An editable install: the checkout is what runs (a path to src/, where heron/ lives).
+PIP_INSTALL := $(BIN)/python -m pip install -q
 
+# The demo's closing hints use `heron dev`: the api extra.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e .
+	$(PIP_INSTALL) -e '.[api]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python

@@ -24,6 +24,7 @@ Only this module imports typer and rich: the Lambda handlers never import it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -54,6 +55,7 @@ from heron.runtime import (
     WorkflowNotFound,
 )
 from heron.runtime._context import CHILD_SIGNAL
+from heron.stores import MissingExtra
 from heron.stores.contract import Checkpoint, Run, RunStatus
 
 __all__ = ["app", "main"]
@@ -78,6 +80,7 @@ STATUS_STYLES = {
 #: Errors that mean the user asked for something that does not exist or cannot be: exit 2.
 _USAGE_ERRORS: tuple[type[BaseException], ...] = (
     AppNotFound,
+    MissingExtra,
     Conflict,
     RunNotFound,
     WorkflowNotFound,
@@ -141,11 +144,20 @@ def _options(
             help="Store URL (default: sqlite:///.heron/heron.db).",
         ),
     ] = None,
+    app_dir: Annotated[
+        Path,
+        typer.Option(
+            "--app-dir",
+            envvar="HERON_APP_DIR",
+            metavar="DIR",
+            help="Import the app from this folder (default: the current one).",
+        ),
+    ] = Path("."),
 ) -> None:
-    # As uvicorn does: modules in the current directory can be apps.
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    # As uvicorn does: modules in the app folder (the current one by default) can be apps.
+    folder = str(app_dir.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     ctx.obj = Settings(app=app_spec, store=store)
 
 
@@ -253,6 +265,9 @@ def list_runs(
 def inspect(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to show.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run and its timeline as JSON.")
+    ] = False,
 ) -> None:
     """Show a run: its header, then its timeline (one row per checkpoint)."""
 
@@ -262,6 +277,11 @@ def inspect(
         return info, children
 
     info, children = _run(ctx, body)
+    if as_json:  # the shape GET /runs/{id} answers with; heron.testing replays it
+        detail = dataclasses.asdict(info)
+        detail["children"] = [child.id for child in children]
+        typer.echo(json.dumps(detail, ensure_ascii=False, indent=2))
+        return
     out = _console()
     out.print(_header(info, children))
     out.print()
@@ -371,6 +391,7 @@ def dev(
     seconds and resumes runs in this process, on the configured store (the embedded SQLite
     file by default). The API is open unless HERON_API_TOKEN is set.
     """
+    _require_extra("api", "uvicorn", "fastapi", "mangum")
     import uvicorn
 
     from heron.functions.asgi import ApiSettings, create_app
@@ -432,6 +453,54 @@ def schema_ensure(ctx: typer.Context) -> None:
 
     store = _run(ctx, body)
     _console().print(f"schema ready: {escape(store)}")
+
+
+@app.command()
+def init(
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Where to write the project (made if missing).")
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="The stack's name (default: DIR's name).")
+    ] = None,
+    heron_requirement: Annotated[
+        str | None,
+        typer.Option(
+            "--heron-requirement",
+            metavar="REQUIREMENT",
+            help="How the functions install Heron: a requirement line such as "
+            "'heron[dynamodb,api] @ file:///path/to/heron-0.2.0-py3-none-any.whl' "
+            "(default: where this Heron was installed from).",
+        ),
+    ] = None,
+    cdk: Annotated[
+        bool, typer.Option("--cdk", help="Also write infra/, the stack in CDK.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite files that are already there.")
+    ] = False,
+) -> None:
+    """Write a new, deployable project of your own into DIR: an app module with a workflow,
+    its tests, template.yaml, samconfig.toml and sample events."""
+    from heron.functions._init import ProjectExists, init_project
+
+    try:
+        project = init_project(
+            directory, name=name, requirement=heron_requirement, cdk=cdk, force=force
+        )
+    except (ProjectExists, ValueError) as exc:
+        _fail(str(exc))
+    out = _console()
+    where = escape(str(project.root))
+    out.print(f"wrote a Heron project to [bold]{where}[/] ({len(project.files)} files)")
+    out.print(f"Heron comes from: {escape(project.requirement)}", soft_wrap=True)
+    out.print()
+    out.print(f"  cd {where}")
+    out.print("  python -m venv .venv && . .venv/bin/activate")
+    out.print("  pip install -r src/requirements.txt pytest")
+    out.print("  pytest")
+    out.print("  HERON_APP=app:rt heron --app-dir src dev")
+    out.print("  sam validate --lint && sam build && sam deploy --guided")
 
 
 @app.command()
@@ -498,8 +567,12 @@ async def _demo(rt: Runtime, out: Console, timeout: float, store_url: str) -> No
     out.print("[bold]output[/]")
     out.print_json(data=output)
     out.print()
+    heron = _heron_command()
+    out.print("[dim]look again:[/]")
+    out.print(f"  {heron} --store {escape(store_url)} inspect {run_id}", soft_wrap=True)
     out.print(
-        f"[dim]look again with: heron --store {escape(store_url)} inspect {run_id}[/]",
+        f"  {heron} --store {escape(store_url)} dev    "
+        "[dim]# the dashboard: http://127.0.0.1:8000/dashboard[/]",
         soft_wrap=True,
     )
 
@@ -766,6 +839,33 @@ def _parse_json(text: str | None, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         _fail(f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {_abbrev(text, 60)}")
+
+
+def _heron_command() -> str:
+    """How to call this ``heron`` again from the shell: ``heron`` when that is what is on the
+    ``PATH``, else its path (``.venv/bin/heron`` after ``make demo``)."""
+    import shutil
+
+    me = Path(sys.argv[0])
+    found = shutil.which("heron")
+    if me.name != "heron" or (found is not None and Path(found).resolve() == me.resolve()):
+        return "heron"
+    try:
+        return str(me.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(me)
+
+
+def _require_extra(extra: str, *modules: str) -> None:
+    """Fail with one line naming the extra to install when one of ``modules`` is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(
+            f"this command needs Heron's {extra!r} extra ({', '.join(missing)} not installed): "
+            f"pip install 'heron[{extra}]'"
+        )
 
 
 def _fail(message: str, *, code: int = EXIT_USAGE) -> NoReturn:

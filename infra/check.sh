@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proves the deployable stack offline: `sam validate --lint`, `cfn-lint`, `sam build`, `cdk synth`
-# (with dummy credentials, no lookups), then cfn-lint on what CDK wrote. Installs what is missing:
+# (with dummy credentials, no lookups), then cfn-lint on what CDK wrote; then the same for a
+# project that `heron init --cdk` writes (and that project's own tests). Installs what is missing:
 #   - the SAM CLI and cfn-lint in a virtualenv of their own ($SAM_VENV, default /opt/sam):
 #     the SAM CLI pins boto3, which clashes with aioboto3's pin in the project's venv;
 #   - the CDK CLI from infra/package-lock.json (`npm ci`, into infra/node_modules);
@@ -8,6 +9,7 @@
 # Prints every command it runs; exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
 
 SAM_VENV="${SAM_VENV:-/opt/sam}"
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -68,4 +70,19 @@ trap 'rm -rf "$out"' EXIT
 # CDK adds a DependsOn on each function's role that its Role property already implies (W3005).
 run "$SAM_VENV/bin/cfn-lint" --ignore-checks W3005 -- "$out/Heron.template.json"
 
-printf '\ninfra/check.sh: sam validate --lint, cfn-lint, sam build and cdk synth all passed\n'
+# -- a project of one's own: what `heron init --cdk` writes --------------------------------------
+project="$out/shop"
+run "$(dirname "$PYTHON")/heron" init "$project" --cdk
+(
+    cd "$project"
+    run "$SAM_VENV/bin/sam" validate --lint --template template.yaml
+    run "$SAM_VENV/bin/sam" build --template template.yaml --no-cached
+    run "$PYTHON" -m pytest -q -p no:cacheprovider
+    cd infra
+    run "$ROOT/infra/node_modules/.bin/cdk" synth --app "$PYTHON app.py" \
+        --output "$out/shop-cdk" --no-notices --quiet
+)
+run "$SAM_VENV/bin/cfn-lint" --ignore-checks W3005 -- "$out/shop-cdk/shop.template.json"
+
+printf '\ninfra/check.sh: sam validate --lint, cfn-lint, sam build and cdk synth passed, for\n'
+printf 'this repository and for a project made by heron init\n'

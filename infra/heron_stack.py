@@ -20,6 +20,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -68,10 +69,8 @@ __all__ = [
     "Settings",
 ]
 
-#: The functions' code: the ``heron`` package (linked) and ``requirements.txt``.
+#: This repository's functions' code: the ``heron`` package (linked) and ``requirements.txt``.
 LAMBDA_DIR = Path(__file__).resolve().parent / "lambda"
-#: The packages the functions import, linked into ``LAMBDA_DIR``.
-PACKAGES = ("heron",)
 
 #: The resume queue's visibility timeout is this many times the resume function's timeout
 #: (AWS's advice for an SQS event source: room for retries of a batch within one visibility).
@@ -152,18 +151,28 @@ class Settings:
 
 @jsii.implements(ILocalBundling)
 class _PipBundling:
-    """Bundles the functions' code without Docker: copy Heron's packages, then let pip fetch
-    the requirements as wheels built for the Lambda platform (Python 3.13, arm64)."""
+    """Bundles the functions' code without Docker: copy everything in the code folder (links
+    followed), then let pip fetch its ``requirements.txt`` as wheels built for the Lambda
+    platform (Python 3.13, arm64)."""
+
+    def __init__(self, code_dir: Path) -> None:
+        self.code_dir = code_dir
 
     def try_bundle(self, output_dir: str, options: Any = None) -> bool:
         out = Path(output_dir)
-        for package in PACKAGES:
-            shutil.copytree(
-                LAMBDA_DIR / package,
-                out / package,
-                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-                dirs_exist_ok=True,
-            )
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for entry in self.code_dir.iterdir():
+            if entry.is_dir():
+                shutil.copytree(entry, out / entry.name, ignore=ignore, dirs_exist_ok=True)
+            else:
+                shutil.copy2(entry, out / entry.name)
+        with tempfile.TemporaryDirectory() as scratch:
+            requirements = _wheels_for_folders(self.code_dir / "requirements.txt", Path(scratch))
+            self._pip_install(requirements, out)
+        return True
+
+    @staticmethod
+    def _pip_install(requirements: Path, out: Path) -> None:
         command = [
             sys.executable,
             "-m",
@@ -173,7 +182,7 @@ class _PipBundling:
             "--disable-pip-version-check",
             "--no-compile",
             "--requirement",
-            str(LAMBDA_DIR / "requirements.txt"),
+            str(requirements),
             "--target",
             str(out),
             "--implementation",
@@ -191,7 +200,39 @@ class _PipBundling:
             raise RuntimeError(
                 f"bundling the Lambda code failed: {' '.join(command)}\n{done.stderr}"
             )
-        return True
+
+
+def _wheels_for_folders(requirements: Path, scratch: Path) -> Path:
+    """``requirements`` with each ``name @ file:///folder`` line (a local checkout, as
+    ``heron init`` writes for a Heron that is not on an index) turned into a wheel built from
+    that folder, since the bundling pip takes wheels only (``--only-binary``)."""
+    lines = []
+    for line in requirements.read_text(encoding="utf-8").splitlines():
+        name, at, url = line.partition(" @ ")
+        folder = Path(url.strip().removeprefix("file://")) if at else None
+        if folder is not None and url.strip().startswith("file://") and folder.is_dir():
+            built = scratch / "wheels"
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--no-deps",
+                    "-q",
+                    "-w",
+                    str(built),
+                    str(folder),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            wheel = max(built.glob("*.whl"), key=lambda path: path.stat().st_mtime)
+            line = f"{name.strip()} @ {wheel.as_uri()}"
+        lines.append(line)
+    rewritten = scratch / "requirements.txt"
+    rewritten.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return rewritten
 
 
 def table_props(spec: TableSpec) -> dict[str, Any]:
@@ -212,7 +253,12 @@ def _attribute(name: str, kind: str) -> dynamodb.Attribute:
 class HeronStack(Stack):
     """The table (unless another store is named), the resume queue and its dead-letter queue,
     the functions with a role each (the reaper only with the table), the HTTP API, the sweep
-    schedule and the alarms."""
+    schedule and the alarms.
+
+    ``code_dir`` is the functions' code: a folder holding the app module (``HeronApp``) and a
+    ``requirements.txt`` (Heron itself among them, in a project of your own); by default this
+    repository's ``infra/lambda/``, a link to the ``heron`` package and its requirements.
+    """
 
     def __init__(
         self,
@@ -220,6 +266,7 @@ class HeronStack(Stack):
         construct_id: str,
         *,
         settings: Settings | None = None,
+        code_dir: Path = LAMBDA_DIR,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -290,14 +337,14 @@ class HeronStack(Stack):
 
         # -- functions --------------------------------------------------------------------------
         code = lambda_.Code.from_asset(
-            str(LAMBDA_DIR),
+            str(code_dir),
             follow_symlinks=SymlinkFollowMode.ALWAYS,
             exclude=["**/__pycache__", "**/*.pyc"],
             bundling=BundlingOptions(
                 image=lambda_.Runtime.PYTHON_3_13.bundling_image,
                 # jsii calls back with the options as one positional argument, which the
                 # generated Protocol spells as keywords: hence the cast.
-                local=cast(ILocalBundling, _PipBundling()),
+                local=cast(ILocalBundling, _PipBundling(code_dir)),
                 command=["bash", "-c", "echo 'bundle locally: pip is needed' && exit 1"],
             ),
         )

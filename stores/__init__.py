@@ -7,11 +7,13 @@ never imports redis, and ``import stores`` costs next to nothing.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from heron.stores.contract import (
     Checkpoint,
     Conflict,
+    HeronError,
     Loaded,
     Run,
     RunPage,
@@ -25,7 +27,9 @@ from heron.stores.contract import (
 __all__ = [
     "Checkpoint",
     "Conflict",
+    "HeronError",
     "Loaded",
+    "MissingExtra",
     "Run",
     "RunPage",
     "RunQuery",
@@ -36,20 +40,31 @@ __all__ = [
     "open_store",
 ]
 
-#: URL scheme -> (module, class). Modules are imported on first use only.
-_BACKENDS: dict[str, tuple[str, str]] = {
-    "memory": ("heron.stores.memory", "MemoryStore"),
-    "sqlite": ("heron.stores.sqlite", "SqliteStore"),
-    "dynamodb": ("heron.stores.dynamodb", "DynamoDBStore"),
+#: URL scheme -> (module, class, (the SDK it needs, the extra that installs it) or None).
+#: Modules are imported on first use only.
+_BACKENDS: dict[str, tuple[str, str, tuple[str, str] | None]] = {
+    "memory": ("heron.stores.memory", "MemoryStore", None),
+    "sqlite": ("heron.stores.sqlite", "SqliteStore", None),
+    "dynamodb": ("heron.stores.dynamodb", "DynamoDBStore", ("aioboto3", "dynamodb")),
 }
 
 DEFAULT_STORE_URL = "sqlite:///.heron/heron.db"
+
+
+class MissingExtra(HeronError, ImportError):
+    """A backend's SDK is not installed; ``extra`` names the extra of ``heron`` that installs it."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
 
 
 def open_store(url: str, **options: Any) -> WorkflowStore:
     """Open the store a URL names: ``memory://``, ``sqlite:///path.db``, ...
 
     Keyword ``options`` go to the backend's ``from_url`` (``auto_schema=False``, ``client=...``).
+    Raises ``ValueError`` for a URL no backend takes (or a bad option), and
+    :class:`MissingExtra` when the backend's SDK is not installed.
     """
     scheme, sep, _ = url.partition("://")
     if not sep and url.startswith("file:"):
@@ -59,7 +74,14 @@ def open_store(url: str, **options: Any) -> WorkflowStore:
     if backend is None:
         known = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
         raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; known schemes: {known}")
-    module_name, class_name = backend
+    module_name, class_name, needs = backend
+    if needs is not None and importlib.util.find_spec(needs[0]) is None:
+        sdk, extra = needs
+        raise MissingExtra(
+            f"the {scheme}:// store needs {sdk}, which Heron's {extra!r} extra installs: "
+            f"pip install 'heron[{extra}]'",
+            extra=extra,
+        )
     cls = getattr(importlib.import_module(module_name), class_name)
     if hasattr(cls, "from_url"):
         store: WorkflowStore = cls.from_url(url, **options)

@@ -7,6 +7,8 @@ small app module written next to it (``HERON_APP``), so nothing touches the repo
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -272,3 +274,31 @@ def test_handlers_never_import_the_cli_libraries() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert proc.stdout.strip() == "[]"
+
+
+def test_inspect_json_is_a_history_the_test_environment_replays() -> None:
+    from heron.runtime import RunInfo
+    from heron.testing import environment
+
+    assert heron("start", "greet", '"ada"', "--run-id", "g-json").exit_code == 0
+    assert heron("signal", "g-json", "reply", '"hi"').exit_code == 0
+    shown = heron("inspect", "g-json", "--json")
+    assert shown.exit_code == 0, shown.output
+    detail = json.loads(shown.output)
+    assert (detail["id"], detail["status"], detail["output"]) == (
+        "g-json",
+        "completed",
+        {"text": "hello ada", "reply": "hi"},
+    )
+    assert [(s["seq"], s["kind"], s["name"]) for s in detail["steps"]] == [
+        (0, "step", "greet"),
+        (1, "signal", "reply"),
+    ]
+
+    async def replay() -> RunInfo:
+        async with environment(load_runtime()) as env:
+            return await env.replay(detail)
+
+    replayed = asyncio.run(replay())
+    assert replayed.status == "completed"
+    assert replayed.output == detail["output"]

@@ -203,7 +203,7 @@ def test_handlers_name_real_functions(
 ) -> None:
     assert sam_functions(sam_template)[logical_id]["Handler"] == handler
     module, _, name = handler.rpartition(".")
-    source = ROOT / Path(*module.split(".")).with_suffix(".py")
+    source = ROOT / "infra" / "lambda" / Path(*module.split(".")).with_suffix(".py")
     tree = ast.parse(source.read_text(encoding="utf-8"))
     defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     assert name in defined, f"{source} defines no {name}()"
@@ -211,7 +211,7 @@ def test_handlers_name_real_functions(
 
 def test_the_code_folder_links_the_packages_and_lists_their_requirements() -> None:
     code = ROOT / "infra" / "lambda"
-    assert (code / "heron").resolve() == ROOT / "heron"
+    assert (code / "heron").resolve() == ROOT / "src" / "heron"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     extras = pyproject["project"]["optional-dependencies"]
     declared = {

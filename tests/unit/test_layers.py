@@ -72,7 +72,7 @@ def test_each_layer_imports_only_the_layers_below_it(layer: str) -> None:
 
 
 def test_nothing_imports_the_old_top_level_names() -> None:
-    folders = ("heron", "runtime", "stores", "functions", "examples", "tests", "bench", "infra")
+    folders = ("src", "runtime", "stores", "functions", "examples", "tests", "bench", "infra")
     wrong = [
         f"{path.relative_to(ROOT)}:{line} imports {module}"
         for path in python_files(*folders)
@@ -85,4 +85,4 @@ def test_nothing_imports_the_old_top_level_names() -> None:
 
 def test_the_import_root_links_the_repository_folders() -> None:
     for layer in ALLOWED:
-        assert (ROOT / "heron" / layer).resolve() == ROOT / layer
+        assert (ROOT / "src" / "heron" / layer).resolve() == ROOT / layer

@@ -129,3 +129,50 @@ HEAVY += ["redis", "heron.stores.memory", "functions"]
 def test_import_is_light(statement: str) -> None:
     loaded = modules_after(statement)
     assert {m for m in loaded if m in HEAVY or m.split(".")[0] in HEAVY} == set()
+
+
+def test_the_facade_exports_every_public_name_once_lazily() -> None:
+    import heron
+
+    assert heron.__all__ == sorted(heron.__all__)
+    for name in heron.__all__:
+        value = getattr(heron, name)
+        if name != "__version__":
+            home = stores if name in stores.__all__ else runtime
+            assert value is getattr(home, name), name
+    # every public name of the engine and of the stores' front door, bar the plumbing
+    plumbing = {"SQSDispatcher", "dispatcher_from_env", "Loaded", "HeronError"}
+    expected = (set(runtime.__all__) | set(stores.__all__)) - plumbing | {"HeronError"}
+    assert expected - {"__version__"} <= set(heron.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        heron.nothing  # noqa: B018
+
+
+def test_the_design_names_import_from_heron() -> None:
+    code = (
+        "from heron import Runtime, Context, RetryPolicy, FatalError, open_store, StepFailed, "
+        "NonDeterminismError, WorkflowNotFound, RunNotFound, PayloadTooLarge, WorkflowFailed, "
+        "Conflict; import sys; print('heron.runtime._runtime' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
+    lazy = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import heron, sys; print(sorted(m for m in sys.modules if m.startswith('heron')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert lazy.stdout.strip() == "['heron']"
+
+
+def test_heron_testing_is_the_runtime_harness() -> None:
+    import heron.testing
+    from heron.runtime import testing
+
+    assert heron.testing.__all__ == testing.__all__
+    for name in testing.__all__:
+        assert getattr(heron.testing, name) is getattr(testing, name)

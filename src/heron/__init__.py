@@ -36,6 +36,7 @@ __all__ = [
     "FatalError",
     "HeronError",
     "InProcessDispatcher",
+    "MissingExtra",
     "NonDeterminismError",
     "NoopDispatcher",
     "PayloadTooLarge",
@@ -63,7 +64,16 @@ __all__ = [
 
 #: Where each public name is defined (imported when the name is first used).
 _STORE_NAMES = frozenset(
-    {"Checkpoint", "Run", "RunPage", "RunQuery", "Signal", "WorkflowStore", "open_store"}
+    {
+        "Checkpoint",
+        "MissingExtra",
+        "Run",
+        "RunPage",
+        "RunQuery",
+        "Signal",
+        "WorkflowStore",
+        "open_store",
+    }
 )
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports lazily
@@ -95,6 +105,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     )
     from heron.stores import (
         Checkpoint,
+        MissingExtra,
         Run,
         RunPage,
         RunQuery,

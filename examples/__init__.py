@@ -1,1 +1,0 @@
-"""Runnable example workflows, used by the demo, the docs and the tests."""

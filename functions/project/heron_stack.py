@@ -1,0 +1,1 @@
+../../infra/heron_stack.py
