@@ -56,7 +56,7 @@ ENV = {
 
 FIRST_INVOCATION = (
     "from heron.functions import _lambda; _lambda.get_runtime().store; "
-    "import aioboto3; from heron.runtime import dispatcher_from_env; dispatcher_from_env()"
+    "import aioboto3, heron.functions._sqs"
 )
 
 CASES: list[tuple[str, str]] = [

@@ -22,7 +22,8 @@ from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
 from heron.functions._app import load_runtime, resolve_spec
-from heron.runtime import InProcessDispatcher, Runtime
+from heron.functions._config import Config, configure
+from heron.runtime import Runtime
 
 __all__ = ["LambdaContext", "deadline", "event_loop", "get_runtime", "reset", "run", "settle"]
 
@@ -60,13 +61,14 @@ def run(work: Coroutine[Any, Any, T]) -> T:
 
 
 def get_runtime() -> Runtime:
-    """The user's ``Runtime`` (``HERON_APP``), loaded once per container and instrumented with
-    Powertools logging and metrics. Its store (``HERON_STORE``) opens on first use."""
+    """The user's ``Runtime`` (``HERON_APP``), loaded once per container, given the store
+    (``HERON_STORE``) and dispatcher (``HERON_QUEUE_URL``) the environment names, and
+    instrumented with Powertools logging and metrics."""
     global _runtime
     if _runtime is None:
         from heron.functions._observe import instrument
 
-        _runtime = instrument(load_runtime())
+        _runtime = instrument(configure(load_runtime(), Config.from_env()))
     return _runtime
 
 
@@ -98,7 +100,7 @@ async def settle(rt: Runtime | None = None) -> None:
 
     ``rt`` defaults to the container's runtime, if it has been loaded."""
     rt = rt or _runtime
-    if rt is not None and isinstance(rt.dispatcher, InProcessDispatcher):
+    if rt is not None:
         await rt.dispatcher.drain()
 
 
@@ -124,8 +126,8 @@ def reset() -> None:
             loop.close()
     finally:
         asyncio.set_event_loop(None)
-        # The app module built its Runtime from the environment of its import (the dispatcher)
-        # and of first use (the store): the next container imports it afresh.
+        # A new container imports the app afresh: module state (its Runtime, the store and
+        # dispatcher the last configuration gave it) goes with the old one.
         module = resolve_spec().partition(":")[0]
         if module:
             sys.modules.pop(module, None)

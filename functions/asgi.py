@@ -51,7 +51,8 @@ from heron.runtime import (
     StoreError,
     WorkflowNotFound,
 )
-from heron.stores.contract import Checkpoint, Run, RunQuery, decode_cursor
+from heron.stores.contract import Checkpoint, RunQuery, decode_cursor
+from heron.stores.contract import RunSummary as StoredSummary
 
 __all__ = ["ApiSettings", "app", "create_app"]
 
@@ -218,7 +219,7 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
-def _summary(run: Run | RunInfo) -> RunSummary:
+def _summary(run: StoredSummary | RunInfo) -> RunSummary:
     return RunSummary(
         id=run.id,
         workflow=run.workflow,
@@ -693,7 +694,7 @@ def _time(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _dashboard_page(root: str, runs: list[Run]) -> str:
+def _dashboard_page(root: str, runs: list[StoredSummary]) -> str:
     rows = "".join(
         f'<tr><td><a href="{_e(root)}/dashboard/runs/{_e(r.id)}">{_e(r.id)}</a></td>'
         f"<td>{_e(r.workflow)} v{_e(r.version)}</td>"

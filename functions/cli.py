@@ -27,12 +27,10 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import os
 import sys
 import time
 import typing
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
@@ -44,6 +42,7 @@ from rich.table import Table
 from rich.text import Text
 
 from heron.functions._app import AppNotFound, load_runtime
+from heron.functions._config import Config, StorePinned, configure
 from heron.runtime import (
     Conflict,
     HeronError,
@@ -54,9 +53,8 @@ from heron.runtime import (
     SerializationError,
     WorkflowNotFound,
 )
-from heron.runtime._context import CHILD_SIGNAL
 from heron.stores import MissingExtra
-from heron.stores.contract import Checkpoint, Run, RunStatus
+from heron.stores.contract import Checkpoint, RunStatus, RunSummary
 
 __all__ = ["app", "main"]
 
@@ -80,6 +78,7 @@ STATUS_STYLES = {
 #: Errors that mean the user asked for something that does not exist or cannot be: exit 2.
 _USAGE_ERRORS: tuple[type[BaseException], ...] = (
     AppNotFound,
+    StorePinned,
     MissingExtra,
     Conflict,
     RunNotFound,
@@ -234,7 +233,7 @@ def list_runs(
     if status is not None and status not in STATUSES:
         _fail(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
 
-    async def body(rt: Runtime) -> tuple[list[Run], str | None]:
+    async def body(rt: Runtime) -> tuple[list[RunSummary], str | None]:
         return await rt.list_runs(workflow=workflow, status=status, tag=tag, limit=limit)
 
     runs, more = _run(ctx, body)
@@ -271,7 +270,7 @@ def inspect(
 ) -> None:
     """Show a run: its header, then its timeline (one row per checkpoint)."""
 
-    async def body(rt: Runtime) -> tuple[RunInfo, list[Run]]:
+    async def body(rt: Runtime) -> tuple[RunInfo, list[RunSummary]]:
         info = await rt.get(run_id)
         children, _ = await rt.list_runs(parent_id=run_id, limit=100)
         return info, children
@@ -286,7 +285,7 @@ def inspect(
     out.print(_header(info, children))
     out.print()
     out.print(_timeline(info, out.width))
-    pending = [s for s in info.signals if s.id not in _consumed_signals(info)]
+    pending = info.signals
     if pending:
         names = ", ".join(s.name for s in pending)
         out.print(f"[dim]buffered signals not consumed yet: {escape(names)}[/]")
@@ -671,7 +670,7 @@ def _status_line(info: RunInfo) -> str:
     return line
 
 
-def _header(info: RunInfo, children: Sequence[Run]) -> Table:
+def _header(info: RunInfo, children: Sequence[RunSummary]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
@@ -743,14 +742,6 @@ def _shown_value(cp: Checkpoint) -> Any:
     return cp.value
 
 
-def _consumed_signals(info: RunInfo) -> set[str]:
-    return {
-        str(cp.value.get("id"))
-        for cp in info.steps
-        if cp.kind == "signal" and isinstance(cp.value, dict)
-    } | {s.id for s in info.signals if s.name.startswith(CHILD_SIGNAL)}
-
-
 def _abbrev(value: Any, width: int) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -804,32 +795,15 @@ def _run(settings: typer.Context | Settings, body: Callable[[Runtime], Awaitable
 
 
 def _open_runtime(settings: Settings) -> Runtime:
-    rt = load_runtime(settings.app)
-    if settings.store:
-        # The runtime opens HERON_STORE on first use; open it now, while the variable says
-        # what --store says. (A runtime built with an explicit store keeps that store.)
-        with _environ("HERON_STORE", settings.store):
-            _ = rt.store
-    return rt
+    """The app's runtime, with the store ``--store``/``HERON_STORE`` names (an app that pins
+    its own store and is given another fails: never silently another store)."""
+    return configure(load_runtime(settings.app), Config(store=settings.store), strict=True)
 
 
 async def _settle(rt: Runtime) -> None:
     """Let the in-process dispatcher finish what it started (resumes of runs made due)."""
     if isinstance(rt.dispatcher, InProcessDispatcher):
         await rt.dispatcher.drain()
-
-
-@contextmanager
-def _environ(name: str, value: str) -> Iterator[None]:
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = old
 
 
 def _parse_json(text: str | None, what: str) -> Any:

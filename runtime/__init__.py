@@ -1,7 +1,7 @@
 """Heron's engine: durable workflows written as plain async Python.
 
 ```python
-from heron.runtime import Runtime, Context, RetryPolicy
+from heron import Context, RetryPolicy, Runtime
 
 rt = Runtime()
 
@@ -12,20 +12,21 @@ async def charge(order_id: str) -> dict: ...
 async def checkout(ctx: Context, order: dict) -> dict:
     return await ctx.step(charge, order["id"])
 ```
+
+The modules, from the bottom up: ``_errors`` (every error, the tree drawn), ``_clock``,
+``_retry``, ``_serde`` (JSON in, typed values out), ``_state`` (the engine's part of a run
+header), ``_registry`` (workflows and steps), ``_lease`` (the lease and every rule for
+``wake_at``), ``_invocation`` (one replay: history, seq, ordered hand-back, blocking, commits),
+``_operations`` (the durable operations on it), ``_context`` (what a workflow may call),
+``_decide`` (what a run becomes: a pure function), ``_executor`` (one replay, start to end),
+``_dispatch``, and ``_runtime`` (``Runtime``: the only module that uses them all).
 """
 
 import logging
 
 from heron.runtime._clock import Clock, SystemClock
 from heron.runtime._context import Context, StepKey, step_key
-from heron.runtime._dispatch import (
-    Dispatcher,
-    DispatchError,
-    InProcessDispatcher,
-    NoopDispatcher,
-    SQSDispatcher,
-    dispatcher_from_env,
-)
+from heron.runtime._dispatch import Dispatcher, DispatchError, InProcessDispatcher, NoopDispatcher
 from heron.runtime._errors import (
     Conflict,
     FatalError,
@@ -37,11 +38,12 @@ from heron.runtime._errors import (
     SerializationError,
     StepFailed,
     StoreError,
+    TooManySignals,
     WorkflowFailed,
     WorkflowNotFound,
 )
 from heron.runtime._retry import RetryPolicy
-from heron.runtime._runtime import RunInfo, Runtime
+from heron.runtime._runtime import MAX_RUN_ID, RunInfo, Runtime, check_run_id
 
 # A library logs, the application decides where to: nothing reaches stderr unless configured.
 logging.getLogger("heron").addHandler(logging.NullHandler())
@@ -55,6 +57,7 @@ __all__ = [
     "FatalError",
     "HeronError",
     "InProcessDispatcher",
+    "MAX_RUN_ID",
     "NonDeterminismError",
     "NoopDispatcher",
     "PayloadTooLarge",
@@ -62,15 +65,15 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "Runtime",
-    "SQSDispatcher",
     "SchemaMissing",
     "SerializationError",
     "StepFailed",
     "StepKey",
     "StoreError",
     "SystemClock",
+    "TooManySignals",
     "WorkflowFailed",
     "WorkflowNotFound",
-    "dispatcher_from_env",
+    "check_run_id",
     "step_key",
 ]

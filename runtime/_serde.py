@@ -1,9 +1,17 @@
-"""JSON in, typed values out.
+"""JSON in, typed values out: every value that crosses a step or workflow boundary.
 
-Every value that crosses a step or workflow boundary is stored as JSON. Dataclasses, pydantic
-models, tuples, sets, enums, datetimes and UUIDs are accepted on the way in; on the way out a
-value is rebuilt as the function's annotation says (``-> Receipt`` gives a ``Receipt`` back, live
-and on replay alike). pydantic is imported only when an annotation needs it.
+A value is stored as JSON, encoded exactly once: :func:`encode` checks it, measures the stored
+bytes and keeps the text, which the store then writes as it is. Dataclasses, pydantic models,
+tuples, sets, enums, datetimes and UUIDs are accepted on the way in; on the way out a value is
+rebuilt as the function's annotation says (``-> Receipt`` gives a ``Receipt`` back,
+``-> dict[int, str]`` gives integer keys back), live and on replay alike. pydantic is imported
+only when an annotation needs it, and an annotation that cannot be rebuilt is refused when the
+step or workflow is registered, not when a run first meets it.
+
+Limits (docs/security.md): a value nests at most :data:`MAX_DEPTH` levels; integers fit JSON
+(Python refuses to print one of more than 4,300 digits); text is valid Unicode (no lone
+surrogates); floats are finite. Anything else is a :class:`SerializationError` naming the value,
+raised before anything is stored.
 """
 
 from __future__ import annotations
@@ -17,18 +25,112 @@ import json
 import math
 import typing
 import uuid
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-from heron.runtime._errors import SerializationError
-from heron.stores.contract import dumps
+from heron.runtime._errors import PayloadTooLarge, SerializationError
 
-__all__ = ["decoder_for", "encode", "encoded_size"]
+__all__ = [
+    "MAX_DEPTH",
+    "Encoded",
+    "build_decoder",
+    "decoder_for",
+    "encode",
+    "parameter_annotation",
+    "return_annotation",
+]
 
-_PLAIN = (str, int, float, bool, type(None))
+#: How deep a stored value may nest (lists and objects within each other).
+MAX_DEPTH: Final = 64
+
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: Classes whose instances are JSON values as they are (TypedDicts are dicts).
+_JSON_CLASSES: Final = (str, int, float, bool, dict, list, type(None))
 _IDENTITY_TYPES: frozenset[Any] = frozenset(
     {Any, object, str, int, float, bool, dict, list, type(None), inspect.Parameter.empty}
 )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Encoded:
+    """A value ready to store: ``value`` as plain JSON data, ``text`` its JSON, ``size`` its
+    UTF-8 bytes, and ``same`` whether ``value`` is the caller's own object (already plain)."""
+
+    value: Any
+    text: str
+    size: int
+    same: bool
+
+
+def encode(value: Any, what: object, limit: int | None = None) -> Encoded:
+    """Check and encode ``value`` once; ``what`` names it in errors ("step 'x' (run 'r', seq 3)").
+
+    Raises :class:`SerializationError` for what JSON cannot hold (see the module docstring) and
+    :class:`PayloadTooLarge` when the encoded value is over ``limit`` bytes.
+    """
+    try:
+        plain = _is_plain(value, 0)
+        if plain:
+            data, text = value, _ENCODER.encode(value)
+        else:
+            text = json.dumps(
+                value, default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
+            data = json.loads(text)
+            _is_plain(data, 0)  # the converted form keeps to the depth limit too
+    except _TooDeep:
+        raise SerializationError(f"{what}: nested more than {MAX_DEPTH} levels deep") from None
+    except RecursionError:
+        raise SerializationError(f"{what}: nested more than {MAX_DEPTH} levels deep") from None
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{what}: value cannot be stored as JSON: {exc}") from None
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise SerializationError(
+                f"{what}: text is not valid Unicode ({exc.reason} at position {exc.start})"
+            ) from None
+    if limit is not None and size > limit:
+        raise PayloadTooLarge(f"{what}: {size} bytes, over the {limit}-byte limit")
+    return Encoded(value=data, text=text, size=size, same=plain)
+
+
+class _TooDeep(Exception):
+    pass
+
+
+_SCALARS: Final = (str, bool, type(None))
+
+
+def _is_plain(value: Any, depth: int) -> bool:
+    """True when ``value`` is JSON data as it is (str keys, finite floats); raises ``_TooDeep``
+    past :data:`MAX_DEPTH`. False for what needs converting (tuples, dataclasses, ...)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is int:
+        return True
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not JSON (NaN and infinity are not)")
+        return True
+    if depth >= MAX_DEPTH and (kind is list or kind is dict):
+        raise _TooDeep
+    if kind is list:
+        plain = True
+        for item in value:
+            plain = _is_plain(item, depth + 1) and plain
+        return plain
+    if kind is dict:
+        plain = True
+        for key, item in value.items():
+            plain = _is_plain(item, depth + 1) and type(key) is str and plain
+        return plain
+    return False
 
 
 def _default(value: Any) -> Any:
@@ -48,61 +150,56 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
-def _is_plain(value: Any, depth: int = 0) -> bool:
-    """True for values that are JSON already (checked cheaply, a few levels deep)."""
-    if isinstance(value, _PLAIN):
-        return not isinstance(value, float) or math.isfinite(value)  # NaN, ±inf are not JSON
-    if depth > 3:
-        return False
-    if type(value) is list:
-        return all(_is_plain(v, depth + 1) for v in value)
-    if type(value) is dict:
-        return all(type(k) is str and _is_plain(v, depth + 1) for k, v in value.items())
-    return False
-
-
-def encode(value: Any, what: str) -> Any:
-    """``value`` as plain JSON data; ``what`` names it in errors ("step 'x' (run 'r', seq 3)")."""
-    if _is_plain(value):
-        return value
-    try:
-        return json.loads(json.dumps(value, default=_default, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(f"{what}: value is not JSON-serializable: {exc}") from exc
-
-
-def encoded_size(value: Any) -> int:
-    """Bytes of the stored JSON form of a plain value."""
-    if isinstance(value, str):
-        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-            return len(value) + 2  # nothing to escape
-        return len(dumps(value).encode())
-    if isinstance(value, _PLAIN):
-        return 8
-    return len(dumps(value).encode())
+# -- decoding ------------------------------------------------------------------------------------
 
 
 @functools.cache
 def decoder_for(annotation: Any) -> Callable[[Any], Any] | None:
-    """A function that rebuilds a value of ``annotation`` from JSON, or ``None`` for identity."""
+    """A function that rebuilds a value of ``annotation`` from JSON, or ``None`` for identity.
+    Raises ``TypeError`` for a class that JSON can neither hold nor rebuild."""
     if annotation in _IDENTITY_TYPES:
         return None
-    origin = typing.get_origin(annotation)
-    if origin in (dict, list) and not _needs_model(annotation):
+    if not _needs_model(annotation):
+        if isinstance(annotation, type) and not issubclass(annotation, _JSON_CLASSES):
+            raise TypeError(f"{annotation.__qualname__} is neither JSON nor rebuildable from it")
         return None
     if isinstance(annotation, type) and hasattr(annotation, "model_validate"):
         return annotation.model_validate  # type: ignore[no-any-return]
-    if not _needs_model(annotation) and origin is not tuple and annotation is not tuple:
-        return None
     from pydantic import TypeAdapter  # only now: pydantic is heavy to import
 
     return TypeAdapter(annotation).validate_python
 
 
+def build_decoder(annotation: Any, what: str) -> Callable[[Any], Any] | None:
+    """:func:`decoder_for`, at registration: ``TypeError`` naming ``what`` when values of
+    ``annotation`` cannot be rebuilt from JSON (pydantic is missing, or knows no such type)."""
+    try:
+        return decoder_for(annotation)
+    except ImportError:
+        raise TypeError(
+            f"{what} is annotated {_name(annotation)}, and rebuilding that from JSON needs "
+            "pydantic: pip install pydantic (or heron[api]), or annotate a JSON type"
+        ) from None
+    except Exception as exc:  # pydantic cannot build a schema for it
+        raise TypeError(
+            f"{what} is annotated {_name(annotation)}, which cannot be rebuilt from JSON "
+            f"({type(exc).__name__}: {exc}); return a JSON type, a dataclass or a pydantic model"
+        ) from None
+
+
+def _name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or repr(annotation)
+
+
 def _needs_model(annotation: Any) -> bool:
     """Whether rebuilding ``annotation`` needs more than the JSON value itself."""
-    if typing.get_origin(annotation) in (tuple, set, frozenset):
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, set, frozenset):
         return True
+    if origin is dict:  # JSON object keys are text: dict[int, str] needs its keys rebuilt
+        args = typing.get_args(annotation)
+        if args and args[0] not in (str, Any):
+            return True
     if isinstance(annotation, type):
         return (
             dataclasses.is_dataclass(annotation)
@@ -112,21 +209,28 @@ def _needs_model(annotation: Any) -> bool:
     return any(_needs_model(arg) for arg in typing.get_args(annotation))
 
 
+# -- annotations, cached without keeping any function alive ----------------------------------------
+
+_RETURNS: weakref.WeakKeyDictionary[Callable[..., Any], Any] = weakref.WeakKeyDictionary()
+
+
 def return_annotation(fn: Callable[..., Any]) -> Any:
-    """The resolved return annotation of ``fn`` (``Any`` when missing or unresolvable)."""
+    """The resolved return annotation of ``fn`` (``Any`` when missing or unresolvable). Cached
+    by a weak reference: a closure passed to ``ctx.step`` is forgotten with the closure."""
     try:
-        return _return_annotation(fn)
-    except TypeError:  # an unhashable callable object: resolve it uncached
-        return _return_annotation.__wrapped__(fn)
-
-
-@functools.lru_cache(maxsize=4096)
-def _return_annotation(fn: Callable[..., Any]) -> Any:
+        return _RETURNS[fn]
+    except (KeyError, TypeError):
+        pass
     try:
         hints = typing.get_type_hints(fn)
     except Exception:
-        return Any
-    return hints.get("return", Any)
+        hints = {}
+    annotation = hints.get("return", Any)
+    try:
+        _RETURNS[fn] = annotation
+    except TypeError:  # no weak references to it (a builtin): just do not cache
+        pass
+    return annotation
 
 
 def parameter_annotation(fn: Callable[..., Any], index: int) -> Any:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -30,11 +31,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from heron.runtime._context import StepKey
 from heron.runtime._dispatch import NoopDispatcher
 from heron.runtime._errors import RunNotFound
+from heron.runtime._operations import StepKey
 from heron.runtime._runtime import RunInfo, Runtime
-from heron.stores.contract import Checkpoint, Loaded, Run, RunPage, RunQuery, Signal, WorkflowStore
+from heron.stores.contract import (
+    MAX_PENDING_SIGNALS,
+    Acquired,
+    Checkpoint,
+    Loaded,
+    Run,
+    RunPage,
+    RunQuery,
+    Signal,
+    WorkflowStore,
+)
 
 __all__ = [
     "CountingStore",
@@ -58,8 +69,11 @@ class FakeClock:
         return self._now
 
     def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("time does not go backwards")
+        """Move time forward; ``ValueError`` for a negative, NaN or infinite step."""
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(
+                f"the clock moves forward by a finite number of seconds, got {seconds}"
+            )
         self._now += seconds
 
     async def sleep(self, seconds: float) -> None:
@@ -83,7 +97,7 @@ def test_runtime(
 test_runtime.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
-WRITES = ("create", "append", "save", "signal", "acquire", "release", "delete")
+WRITES = ("create", "append", "save", "signal", "acquire", "release", "delete", "rewind")
 READS = ("load", "due", "list_runs")
 
 T = TypeVar("T")
@@ -123,16 +137,28 @@ class CountingStore(WorkflowStore):
     async def load(self, run_id: str) -> Loaded | None:
         return await self._call("load", lambda: self.inner.load(run_id), run_id)
 
-    async def append(self, run_id: str, checkpoint: Checkpoint) -> None:
+    async def append(
+        self, run_id: str, checkpoint: Checkpoint, *, consumes: str | None = None
+    ) -> None:
         await self._call(
-            "append", lambda: self.inner.append(run_id, checkpoint), run_id, checkpoint
+            "append",
+            lambda: self.inner.append(run_id, checkpoint, consumes=consumes),
+            run_id,
+            checkpoint,
         )
 
     async def save(self, run: Run) -> Run:
         return await self._call("save", lambda: self.inner.save(run), run)
 
-    async def signal(self, run_id: str, signal: Signal) -> bool:
-        return await self._call("signal", lambda: self.inner.signal(run_id, signal), run_id, signal)
+    async def signal(
+        self, run_id: str, signal: Signal, *, max_pending: int = MAX_PENDING_SIGNALS
+    ) -> bool:
+        return await self._call(
+            "signal",
+            lambda: self.inner.signal(run_id, signal, max_pending=max_pending),
+            run_id,
+            signal,
+        )
 
     async def due(self, now: float, limit: int) -> list[str]:
         return await self._call("due", lambda: self.inner.due(now, limit))
@@ -151,7 +177,7 @@ class CountingStore(WorkflowStore):
         *,
         now: float | None = None,
         due_only: bool = False,
-    ) -> bool:
+    ) -> Acquired:
         return await self._call(
             "acquire",
             lambda: self.inner.acquire(run_id, token, ttl, now=now, due_only=due_only),
@@ -160,6 +186,11 @@ class CountingStore(WorkflowStore):
 
     async def release(self, run_id: str, token: str) -> None:
         await self._call("release", lambda: self.inner.release(run_id, token), run_id)
+
+    async def rewind(self, run: Run, seq: int, *, restore_signals: bool = True) -> Run:
+        return await self._call(
+            "rewind", lambda: self.inner.rewind(run, seq, restore_signals=restore_signals), run
+        )
 
     async def ensure_schema(self) -> None:
         await self.inner.ensure_schema()
@@ -271,7 +302,7 @@ class Environment:
         """Make the next ``times`` attempts of ``step`` (its function or its name) raise
         ``error`` (by default a ``ConnectionError``, which the step's policy retries) before the
         step's body runs."""
-        name = step if isinstance(step, str) else self.rt._step_spec(step).name
+        name = step if isinstance(step, str) else self.rt.registry.step(step).name
         failures = self._failures.setdefault(name, [])
         for _ in range(times):
             failures.append(error or ConnectionError(f"injected failure of step {name!r}"))

@@ -11,6 +11,8 @@ import importlib.util
 from typing import Any
 
 from heron.stores.contract import (
+    MAX_PENDING_SIGNALS,
+    Acquired,
     Checkpoint,
     Conflict,
     HeronError,
@@ -18,24 +20,30 @@ from heron.stores.contract import (
     Run,
     RunPage,
     RunQuery,
+    RunSummary,
     SchemaMissing,
     Signal,
     StoreError,
+    TooManySignals,
     WorkflowStore,
 )
 
 __all__ = [
+    "Acquired",
     "Checkpoint",
     "Conflict",
     "HeronError",
     "Loaded",
+    "MAX_PENDING_SIGNALS",
     "MissingExtra",
     "Run",
     "RunPage",
     "RunQuery",
+    "RunSummary",
     "SchemaMissing",
     "Signal",
     "StoreError",
+    "TooManySignals",
     "WorkflowStore",
     "open_store",
 ]
@@ -46,6 +54,20 @@ _BACKENDS: dict[str, tuple[str, str, tuple[str, str] | None]] = {
     "memory": ("heron.stores.memory", "MemoryStore", None),
     "sqlite": ("heron.stores.sqlite", "SqliteStore", None),
     "dynamodb": ("heron.stores.dynamodb", "DynamoDBStore", ("aioboto3", "dynamodb")),
+    # Turso / sqld over Hrana (HTTP, through httpx); file: is a local file through stdlib sqlite3
+    "libsql": ("heron.stores.libsql", "LibSQLStore", ("httpx", "libsql")),
+    "http": ("heron.stores.libsql", "LibSQLStore", ("httpx", "libsql")),
+    "https": ("heron.stores.libsql", "LibSQLStore", ("httpx", "libsql")),
+    "file": ("heron.stores.libsql", "LibSQLStore", None),
+    # Redis (redis-py); kv+<driver>:// lands on "kv" unless its driver needs an SDK (below)
+    "redis": ("heron.stores.redis", "RedisStore", ("redis", "redis")),
+    "rediss": ("heron.stores.redis", "RedisStore", ("redis", "redis")),
+    "unix": ("heron.stores.redis", "RedisStore", ("redis", "redis")),
+    "kv": ("heron.stores.kv", "KVStore", None),
+    "kv+redis": ("heron.stores.kv", "KVStore", ("redis", "redis")),
+    "kv+rediss": ("heron.stores.kv", "KVStore", ("redis", "redis")),
+    "kv+unix": ("heron.stores.kv", "KVStore", ("redis", "redis")),
+    "kv+upstash": ("heron.stores.kv", "KVStore", ("httpx", "upstash")),
 }
 
 DEFAULT_STORE_URL = "sqlite:///.heron/heron.db"

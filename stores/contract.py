@@ -14,21 +14,27 @@ every backend keeps (``tests/contract/`` checks them for each store):
   when the run suspends, finishes or renews its lease;
 * :meth:`WorkflowStore.due` is an index lookup, never a scan of runs that are not due;
 * writes that race are decided by the store, atomically: create-only checkpoints, headers saved
-  on a matching ``revision``, signals stored and made due in one step, leases set-if-free.
+  on a matching ``revision``, signals stored and made due in one step, leases set-if-free;
+* a signal is consumed by the checkpoint that records it (``append(..., consumes=id)``), in the
+  same atomic write; ``load`` returns only the signals still pending, and a run holds at most
+  ``max_pending`` of them (:class:`TooManySignals` past that);
+* reads are bounded: ``list_runs`` returns summaries (no inputs or outputs), a page at a time.
 
 Errors::
 
-    HeronError            (the base of all of Heron's errors, re-exported by ``runtime``)
+    HeronError            (the base of all of Heron's errors, re-exported by ``heron``)
     PayloadTooLarge       a value over the runtime's limit or a store's item limit
     StoreError            any failure a backend reports about a run (carries the run id)
      ├── Conflict         a create-only or conditional write lost a race
-     └── SchemaMissing    the table/schema is absent and ``auto_schema`` is off
+     ├── SchemaMissing    the table/schema is absent and ``auto_schema`` is off
+     └── TooManySignals   the run already holds ``max_pending`` signals nobody consumed
 """
 
 from __future__ import annotations
 
 import abc
 import base64
+import enum
 import json
 import time
 from collections.abc import Sequence
@@ -37,7 +43,9 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "MAX_PENDING_SIGNALS",
     "TERMINAL_STATUSES",
+    "Acquired",
     "Checkpoint",
     "Conflict",
     "HeronError",
@@ -47,9 +55,11 @@ __all__ = [
     "RunPage",
     "RunQuery",
     "RunStatus",
+    "RunSummary",
     "SchemaMissing",
     "Signal",
     "StoreError",
+    "TooManySignals",
     "WorkflowStore",
     "decode_cursor",
     "dumps",
@@ -85,6 +95,37 @@ class PayloadTooLarge(HeronError, ValueError):
 
 class SchemaMissing(StoreError):
     """The store's schema or table does not exist and ``auto_schema`` is off."""
+
+
+class TooManySignals(StoreError):
+    """A run already holds ``limit`` signals that no checkpoint consumed yet; the signal was not
+    stored. Raised by :meth:`WorkflowStore.signal`."""
+
+    def __init__(self, run_id: str, limit: int) -> None:
+        super().__init__(
+            f"run {run_id!r} already holds {limit} signals it has not consumed (the limit); "
+            "this one was not stored",
+            run_id=run_id,
+        )
+        self.limit = limit
+
+
+#: How many unconsumed signals a run may hold, by default (docs/security.md).
+MAX_PENDING_SIGNALS: Final = 100
+
+
+class Acquired(enum.IntEnum):
+    """What :meth:`WorkflowStore.acquire` did. False-y when the lease was not taken."""
+
+    #: Not taken: held by another token, the run is terminal or missing, or (``due_only``) not due.
+    NO = 0
+    #: Taken: the lease was free (never taken, or released).
+    FREE = 1
+    #: Renewed: ``token`` held it already.
+    RENEWED = 2
+    #: Taken over: another token held it and let it lapse without releasing it: that executor
+    #: died (a crash, a timeout, an out-of-memory kill) or lost touch mid-invocation.
+    TAKEN_OVER = 3
 
 
 @dataclass(slots=True)
@@ -127,6 +168,21 @@ class Run:
             error=None if self.error is None else dict(self.error),
             tags=list(self.tags),
             engine=loads(dumps(self.engine)),
+        )
+
+    def summary(self) -> RunSummary:
+        """The run without its input and output (what listing returns)."""
+        return RunSummary(
+            id=self.id,
+            workflow=self.workflow,
+            version=self.version,
+            status=self.status,
+            error=None if self.error is None else dict(self.error),
+            parent_id=self.parent_id,
+            tags=list(self.tags),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            wake_at=self.wake_at,
         )
 
     def header_fields(self) -> dict[str, Any]:
@@ -181,8 +237,12 @@ class Checkpoint:
 
     ``kind`` is ``step``, ``sleep``, ``signal``, ``child``, ``side_effect`` or ``patch``. Patch
     markers use negative ``seq`` values, a key space of their own, so they never shift the
-    sequence numbers of the operations around them. ``error`` (``{"type", "message"}``) is set
-    when the operation failed for good; replay raises it again.
+    sequence numbers of the operations around them; a marker's ``value`` is the ``seq`` at which
+    the decision was taken. ``error`` (``{"type", "message", ...}``) is set when the operation
+    failed for good; replay raises it again. ``order`` is the checkpoint's position in the order
+    outcomes were handed back to the workflow (``None`` in histories written before Heron kept
+    it: ``seq`` then stands in). ``encoded`` is ``value`` already encoded as JSON, when the
+    runtime has that text at hand (stores write it instead of encoding again).
     """
 
     seq: int
@@ -192,19 +252,29 @@ class Checkpoint:
     error: dict[str, Any] | None = None
     at: float = 0.0
     attempts: int = 1
+    order: int | None = None
+    encoded: str | None = field(default=None, compare=False, repr=False)
+
+    def value_json(self) -> str:
+        """``value`` as compact JSON text."""
+        return self.encoded if self.encoded is not None else dumps(self.value)
+
+    def error_json(self) -> str | None:
+        return None if self.error is None else dumps(self.error)
 
     def to_json(self) -> str:
-        return dumps(
+        head = dumps(
             {
                 "seq": self.seq,
                 "kind": self.kind,
                 "name": self.name,
-                "value": self.value,
                 "error": self.error,
                 "at": self.at,
                 "attempts": self.attempts,
+                "order": self.order,
             }
         )
+        return f'{head[:-1]},"value":{self.value_json()}}}'
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Checkpoint:
@@ -217,6 +287,7 @@ class Checkpoint:
             error=d.get("error"),
             at=d.get("at", 0.0),
             attempts=d.get("attempts", 1),
+            order=d.get("order"),
         )
 
 
@@ -240,11 +311,33 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """Everything about one run, as one :meth:`WorkflowStore.load` returns it."""
+    """Everything about one run, as one :meth:`WorkflowStore.load` returns it: the header, the
+    checkpoints in ``seq`` order (patch markers first), and the signals no checkpoint consumed
+    yet, in ``(at, id)`` order."""
 
     run: Run
     checkpoints: list[Checkpoint]
     signals: list[Signal]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run as listing shows it: the header without input, output and engine state."""
+
+    id: str
+    workflow: str
+    version: str
+    status: str
+    error: dict[str, Any] | None
+    parent_id: str | None
+    tags: list[str]
+    created_at: float
+    updated_at: float
+    wake_at: float | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +353,7 @@ class RunQuery:
     limit: int = 50
     cursor: str | None = None
 
-    def matches(self, run: Run) -> bool:
+    def matches(self, run: Run | RunSummary) -> bool:
         """The filter as a predicate; backends that filter in memory use it, others mirror it."""
         return (
             (self.workflow is None or run.workflow == self.workflow)
@@ -274,7 +367,9 @@ class RunQuery:
 
 @dataclass(frozen=True, slots=True)
 class RunPage:
-    runs: list[Run]
+    """One page of :meth:`WorkflowStore.list_runs`; ``next_cursor`` fetches the next one."""
+
+    runs: list[RunSummary]
     next_cursor: str | None = None
 
 
@@ -321,11 +416,20 @@ class WorkflowStore(abc.ABC):
 
     @abc.abstractmethod
     async def load(self, run_id: str) -> Loaded | None:
-        """The header, checkpoints in ``seq`` order and buffered signals, or ``None``."""
+        """The header, checkpoints in ``seq`` order and the signals not consumed, or ``None``."""
 
     @abc.abstractmethod
-    async def append(self, run_id: str, checkpoint: Checkpoint) -> None:
-        """Write one checkpoint, create-only. Raises :class:`Conflict` if its ``seq`` exists."""
+    async def append(
+        self, run_id: str, checkpoint: Checkpoint, *, consumes: str | None = None
+    ) -> None:
+        """Write one checkpoint, create-only. Raises :class:`Conflict` if its ``seq`` exists or
+        the run does not.
+
+        ``consumes`` names a buffered signal the checkpoint records: in the same atomic write it
+        is marked consumed by ``checkpoint.seq``, so ``load`` no longer returns it (its id still
+        deduplicates). A signal that is missing or consumed already raises :class:`Conflict`
+        and nothing is written.
+        """
 
     @abc.abstractmethod
     async def save(self, run: Run) -> Run:
@@ -333,16 +437,21 @@ class WorkflowStore(abc.ABC):
 
         Returns the run with ``revision`` bumped. Raises :class:`Conflict` when the revision has
         moved (a signal, a cancel or another executor got there first) or the run is gone.
-        Leaves the lease fields alone.
+        Leaves the lease fields alone, and the input: only :meth:`create` and :meth:`rewind`
+        write it (it never changes in between, and it can be a quarter of a megabyte that a
+        save would send again at every suspension).
         """
 
     @abc.abstractmethod
-    async def signal(self, run_id: str, signal: Signal) -> bool:
+    async def signal(
+        self, run_id: str, signal: Signal, *, max_pending: int = MAX_PENDING_SIGNALS
+    ) -> bool:
         """Buffer ``signal``, make the run due and bump its revision, in one atomic step.
 
         Due means ``wake_at = min(wake_at, signal.at)``; a terminal run keeps the signal but is
-        not made due. Storing a signal id that is already buffered changes nothing. Returns
-        ``False`` if the run does not exist.
+        not made due. Storing a signal id the run has seen (buffered or consumed) changes
+        nothing. Returns ``False`` if the run does not exist; raises :class:`TooManySignals`
+        (nothing stored) when the run already holds ``max_pending`` unconsumed signals.
         """
 
     @abc.abstractmethod
@@ -355,7 +464,23 @@ class WorkflowStore(abc.ABC):
 
     @abc.abstractmethod
     async def list_runs(self, query: RunQuery) -> RunPage:
-        """Runs matching ``query``, newest first, ``query.limit`` a page, cursor paging."""
+        """Summaries of the runs matching ``query``, newest first, ``query.limit`` a page, with a
+        cursor for the next; the work done is bounded by the page, not by the table. Raises
+        ``ValueError`` for a cursor it did not issue."""
+
+    @abc.abstractmethod
+    async def rewind(self, run: Run, seq: int, *, restore_signals: bool = True) -> Run:
+        """Drop the run's history from ``seq`` on and write ``run``'s header, atomically.
+
+        Deletes the checkpoints at ``seq`` and after, and the patch markers decided there
+        (a marker's ``value``; markers without one stay, unless ``seq`` is 0); with
+        ``restore_signals`` the signals those checkpoints consumed are pending again (a rerun
+        consumes them anew), without it they stay consumed (``continue_as_new``). The header is
+        written as :meth:`save` writes it, on a matching ``revision`` (bumped; the saved run is
+        returned), else :class:`Conflict` and nothing changes. A store that cannot do all of it
+        in one atomic write (a history too long for one DynamoDB transaction) orders the writes
+        so that an interrupted rewind can be done again.
+        """
 
     # -- the lease -------------------------------------------------------------------------
 
@@ -368,12 +493,15 @@ class WorkflowStore(abc.ABC):
         *,
         now: float | None = None,
         due_only: bool = False,
-    ) -> bool:
+    ) -> Acquired:
         """Take the run's lease (or renew it, when ``token`` already holds it).
 
         Succeeds when the lease is free, expired or held by ``token``, and the run exists and is
         not terminal. Sets ``lease_expires_at`` and ``wake_at`` to ``now + ttl``, so that a
         crashed holder's run becomes due once its lease lapses. Does not bump ``revision``.
+        Returns :class:`Acquired`: ``NO`` (false-y) when not taken, ``FREE``, ``RENEWED``, or
+        ``TAKEN_OVER`` when another token held the lease and let it lapse without a release
+        (the engine counts that invocation's step attempt as one that never came back).
 
         With ``due_only``, also requires ``wake_at <= now``: an executor takes a run only when
         it is due, in the same atomic step, and reads the history after that, so it can never
@@ -399,7 +527,7 @@ class WorkflowStore(abc.ABC):
         return time.time() if now is None else now
 
     @staticmethod
-    def _page(runs: Sequence[Run], query: RunQuery) -> RunPage:
+    def _page(runs: Sequence[RunSummary], query: RunQuery) -> RunPage:
         """Cut a newest-first, already filtered and cursor-positioned list into one page."""
         page = list(runs[: query.limit])
         more = len(runs) > query.limit
@@ -407,7 +535,7 @@ class WorkflowStore(abc.ABC):
         return RunPage(runs=page, next_cursor=cursor)
 
     @staticmethod
-    def _after_cursor(run: Run, cursor: tuple[float, str] | None) -> bool:
+    def _after_cursor(run: Run | RunSummary, cursor: tuple[float, str] | None) -> bool:
         """Whether ``run`` comes after ``cursor`` in newest-first ``(created_at, id)`` order."""
         if cursor is None:
             return True

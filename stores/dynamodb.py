@@ -5,24 +5,58 @@ stream: ``ensure_schema`` and the deployment template are built from it. The par
 ``pk`` is the run id, so one run is one item collection and ``load`` is one Query::
 
     pk       sk                          what
+    run id   C#<hinc>#<seq:010d>         one checkpoint per operation (seq >= 0): ``body``
+    run id   P#<hinc>#<-seq:010d>        one patch marker (seq < 0, a key space of its own):
+                                         ``body``, and ``decided`` (the seq it was decided at)
     run id   R                           the header: native attributes for what conditions and
-                                         indexes need, JSON strings for the rest
-    run id   C#<inc>#<seq:010d>          one checkpoint per step (seq >= 0)
-    run id   P#<inc>#<-seq:010d>         one patch marker (seq < 0, a key space of its own)
-    run id   S#<inc>#<signal id>         one buffered signal
+                                         indexes need, JSON strings for the rest; ``pending``,
+                                         the number of signals no checkpoint consumed yet
+    run id   S#<inc>#<signal id>         one signal: ``name``, ``at``, ``payload``; once
+                                         consumed, a tombstone: the payload is removed and
+                                         ``consumed_by``/``consumed_in`` (seq, history) are set
+    run id   T#<tag>                     one small item per tag, for the ``by_ref`` index
 
-``inc`` is the run's incarnation, a random token the header gets when it is created. A
-checkpoint or signal counts only under the incarnation of the header it was written for, so a
-zombie executor that writes to a run after it was deleted (and perhaps started again under the
-same id) leaves an item that no ``load`` will ever return, instead of history in the new run.
+Incarnations. ``inc`` is a random token the header gets when it is created; the run's signals
+are keyed by it. A signal or checkpoint counts only under the incarnations of the header it was
+written for, so a zombie executor that writes to a run after it was deleted (and perhaps started
+again under the same id) leaves an item that no ``load`` will ever return, instead of history in
+the new run. The history has an incarnation of its own, ``hinc`` (absent until the first rewind
+to 0: it is ``inc`` then), which keys the checkpoints and markers: see Rewind.
 
-Costs. A small step is one ``PutItem`` of one item under 1 KB: 1 write request unit, no
-transaction, no header write, and no index write (checkpoints carry no index keys). The store
-remembers the incarnation of each run it created or loaded, so ``append`` reads nothing in the
-steady state (an executor always loads the run before it runs steps); an append to a run this
-instance has not seen reads the header once first, which is also how an append to a missing
-run fails with ``Conflict``. Header writes (suspend, finish, lease) cost 1 unit per KB plus the
-index entries they move. A signal is a read and a two-item transaction (4 units).
+A checkpoint's ``body`` is the JSON the runtime already encoded (``Checkpoint.value_json``, not
+encoded again) inside a small head without ``seq`` (the key has it) or fields at their default:
+a small step is an item of about 100 bytes.
+
+Costs, in DynamoDB's request units (a write unit per KB of the larger of the item before and
+after, doubled inside a transaction; a consistent read unit per 4 KB of the whole item, whatever
+the projection; GSI reads half that), for small items (a header under 1 KB, ``h`` KB else):
+
+    operation          requests                                        units
+    append             1 PutItem, no read, no index entry             1 write
+    append(consumes=)  1 TransactWriteItems: checkpoint, signal,      2 x (1 + 1 + h) writes
+                       header (no index entry moves)                  (6 for small items)
+    signal             1 GetItem, 1 TransactWriteItems: signal,       1 read, 2 x (1 + h) writes,
+                       header                                         + the due entry it moves
+    signal at the cap  2 GetItem (header, signal), no write           2 reads
+    save               1 UpdateItem                                   h writes + index moves
+    create             1 PutItem; with tags a TransactWriteItems      h (2 x (h + tags)) writes
+                       of the header and its tag items                + 1 per index entry
+    list_runs page     1 Query per shard of one index (at most        index entries: about 0.5
+                       limit + 1 entries each; filters left over:     read per 4 KB read; the
+                       at most 2 of 100 each), 1 BatchGetItem of      headers: 1 read per 4 KB
+                       the page's headers (summary attributes)        each; none for other runs
+    rewind to 0        1 GetItem, 1 UpdateItem (the switch); then     1 read, h writes; then
+    (continue_as_new)  1 keys-only Query, BatchWriteItem deletes      1 write per old item
+    rewind to seq > 0  1 GetItem, 1 keys-only Query of the history,   reads of the keys; 2 x
+                       1 Query of the tombstones, 1 BatchGetItem      (h + d + 2 r) writes for d
+                       of their checkpoints, 1 TransactWriteItems     dropped items, r restored
+                       (one per 99 writes past that)                  signals (+ 2 h a chunk)
+
+The store remembers the incarnations of each run it created or loaded, so ``append`` reads
+nothing in the steady state (an executor always loads the run before it runs steps); an append
+to a run this instance has not seen reads the header once first, which is also how an append to
+a missing run fails with ``Conflict``. Header writes (suspend, finish, lease) cost 1 unit per KB
+plus the index entries they move.
 
 ``due``: a sparse, sharded global secondary index. Only a header with a ``wake_at`` carries the
 index keys ``due_shard`` (a stable hash of the run id modulo ``shards``) and ``wake_at``; every
@@ -34,19 +68,55 @@ partitions, where one constant key would cap them at one partition's 1,000 write
 GSIs are eventually consistent: a run just made due may show up in ``due`` a moment later (the
 dispatch that comes with a signal, and the next sweep, cover that).
 
-``list_runs`` reads one of three sharded indexes, ``by_status``, ``by_workflow`` or
-``by_created`` (sort key ``created_key``, newest first), filters on the attributes they project
-(``workflow``, ``parent_id``, ``tag_set``) and fetches whole headers with ``BatchGetItem``.
+``list_runs`` reads one index, sorted by ``created_key`` (the creation time as 16 hex digits
+that sort as the float does, ``#``, the id), newest first, sharded like ``due``: ``by_status``
+(``<status>#<shard>``), ``by_ref`` for a parent or a tag, ``by_workflow``, or ``by_created``.
+``by_ref`` is sparse and holds two kinds of entries under one key attribute, ``ref_shard``:
+``parent:<parent id>#<shard>`` on a child's header, and ``tag:<tag>#<shard>`` on the run's
+``T#<tag>`` items (written with the header, in one transaction, by ``create``, and by a ``save``
+or ``rewind`` that changes the tags). One index for both, not two, because CloudFormation adds
+one GSI per stack update to a deployed table. Each index answers its own filter exactly; a query
+that names several filters uses the first of status, parent, tag, workflow and tests the others
+on what the index projects (``workflow``, ``parent_id``, ``tag_set``). So a page reads about
+``limit + 1`` entries a shard, whatever the table holds; with a filter left over, a shard reads
+100 entries a query and at most two queries, after which the page ends early (fewer runs than
+``limit``, perhaps none) with a cursor at the point every shard was read to. The page's headers
+come from one ``BatchGetItem`` that asks for a summary's attributes only (never input, output
+or engine state); the header, not the lagging index, decides whether a run matches.
+
+Signals. ``signal`` reads the header, then stores the signal and updates the header in one
+transaction conditional on the revision it read: ``wake_at``, ``revision + 1`` and ``pending +
+1`` while ``pending < max_pending``. Past the cap it writes nothing and raises
+``TooManySignals``, unless the id is one the run has seen. A checkpoint that consumes a signal is
+one transaction of three writes: the checkpoint (create-only), the signal (exists, not consumed:
+set ``consumed_by`` and ``consumed_in``, remove the payload) and the header (its history is the
+writer's: ``pending - 1``). A plain ``append`` stays one PutItem. ``load`` drops tombstones in
+the Query's filter; their ids still make a duplicate signal a no-op.
+
+Rewind. DynamoDB transactions hold 100 items, and a history can hold thousands, so the header
+carries the history's incarnation. A rewind to 0 (``continue_as_new``) is one conditional header
+update that sets a new ``hinc``: atomic at any length, the old checkpoints and markers are
+invisible from that write on, and are deleted afterwards, best-effort (a failure there is
+logged; ``delete`` and the next rewind remove what is left). A rewind to ``seq > 0`` (a retry)
+deletes the checkpoints from ``seq`` on, the markers decided there, and makes pending again the
+signals those checkpoints consumed (their payload back from the checkpoint's value, ``pending``
+raised), all in the transaction that writes the header on its revision. When that is more than
+100 writes, it goes in chunks, highest seqs first, each conditional on the revision (the first
+one guards the rest: a stale caller changes nothing), each restored signal in the chunk that
+deletes the checkpoint that consumed it: after any chunk the run is a shorter history of itself,
+and a rewind cut short is done again from where it stopped. The header write comes last.
 
 Races. Each write that can race is a conditional write, and the condition is evaluated by
 DynamoDB on the item at the moment of the write; the comment next to each one says which
 interleaving it prevents. A failed condition maps to ``Conflict``/``False``; a failed
-transaction has written nothing.
+transaction has written nothing, and one cancelled for a conflict with another transaction is
+sent again.
 
 Large items. An item over DynamoDB's 400 KB limit is refused with ``PayloadTooLarge`` naming the
 run (and the step and seq), or, with ``payload_bucket`` set, its largest JSON values move to S3
 (content-addressed, immutable objects under ``<run id>/``) and the item keeps a reference.
-Nothing is ever truncated.
+Nothing is ever truncated. Objects stay until the run is deleted (one may be shared by several
+items), rewinds included.
 
 Errors and retries. Throttling and transient errors are retried by botocore (``standard`` mode,
 ``max_attempts``). Every other failure becomes :class:`~heron.stores.contract.StoreError` carrying
@@ -62,6 +132,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import random
 import re
@@ -80,12 +151,14 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from heron.stores.contract import (
+    MAX_PENDING_SIGNALS,
     TERMINAL_STATUSES,
+    Acquired,
     Checkpoint,
     Conflict,
     Loaded,
@@ -93,12 +166,16 @@ from heron.stores.contract import (
     Run,
     RunPage,
     RunQuery,
+    RunSummary,
     SchemaMissing,
     Signal,
     StoreError,
+    TooManySignals,
     WorkflowStore,
     decode_cursor,
+    dumps,
     encode_cursor,
+    loads,
 )
 
 __all__ = ["TABLE", "DynamoDBStore", "IndexSpec", "TableSpec", "expired_run_ids", "item_size"]
@@ -109,6 +186,8 @@ Item = dict[str, AttributeValue]
 #: An aiobotocore client; aioboto3 ships no type information.
 Client = Any
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 # -- the table: one source of truth -------------------------------------------------------------
 
@@ -175,8 +254,8 @@ class TableSpec:
         }
 
 
-#: What the listing indexes project, for the filters ``list_runs`` applies on the index. All
-#: three are fixed when a run is created, so a header save never rewrites those index entries.
+#: What the listing indexes project, for the filters ``list_runs`` applies on the index. The
+#: engine sets all three when a run starts, so a header save does not rewrite those entries.
 _LISTED: Final = ("workflow", "parent_id", "tag_set")
 
 TABLE: Final = TableSpec(
@@ -191,6 +270,9 @@ TABLE: Final = TableSpec(
         IndexSpec("by_status", "status_shard", "created_key", "S", _LISTED),
         IndexSpec("by_workflow", "workflow_shard", "created_key", "S", _LISTED),
         IndexSpec("by_created", "shard", "created_key", "S", _LISTED),
+        # Sparse: a run's references, "tag:<tag>#<shard>" on one small item per tag and
+        # "parent:<parent id>#<shard>" on a child's header; nothing else carries ref_shard.
+        IndexSpec("by_ref", "ref_shard", "created_key", "S", ("workflow", "tag_set")),
     ),
 )
 
@@ -198,6 +280,8 @@ _PK: Final = TABLE.partition_key
 _SK: Final = TABLE.sort_key
 _TTL: Final = TABLE.ttl_attribute
 HEADER_SK: Final = "R"
+#: Tag items' sort keys start here; every item ``load`` reads sorts before it.
+_TAGS_FROM: Final = "T"
 
 #: DynamoDB's hard limit on one item (attribute names and values).
 ITEM_LIMIT: Final = 400 * 1024
@@ -207,29 +291,56 @@ DEFAULT_SHARDS: Final = 8
 #: The header's JSON parts, largest first when some must move to S3.
 _HEADER_BLOBS: Final = ("input", "output", "engine", "error", "tags")
 #: Header attributes that are absent (REMOVE'd on save) when they have no value.
-_OPTIONAL: Final = ("parent_id", "tag_set", "wake_at", "due_shard", _TTL)
+_OPTIONAL: Final = ("parent_id", "ref_shard", "tag_set", "wake_at", "due_shard", _TTL)
 #: Written once by create, never by save: the keys, the incarnation, the shard, the lease.
 _NOT_SAVED: Final = frozenset({_PK, _SK, "inc", "shard", "lease_token", "lease_expires_at"})
 _TERMINAL: Final = tuple(sorted(TERMINAL_STATUSES))
-#: What ``load`` reads of each item: the header's fields, the incarnation, a record's body; not
-#: the keys it already knows, nor the index keys.
+#: The header attributes the tag items copy or follow: a save that changes one rewrites them.
+_RETAGGED: Final = ("created_key", "workflow", "tag_set")
+#: What ``load`` reads of each item: the header's fields and incarnations, a checkpoint's body,
+#: a signal's name, time and payload; not the keys it already knows, nor the index keys.
 _LOAD_NAMES: Final = {
-    f"#l{i}": name
-    for i, name in enumerate(
-        (_SK, "inc", "body", *_HEADER_BLOBS, "workflow", "version", "status", "parent_id")
-        + ("created_at", "updated_at", "wake_at", "revision", "lease_token", "lease_expires_at")
-    )
+    f"#{name}": name
+    for name in (_SK, "inc", "hinc", "body", "name", "at", "payload", *_HEADER_BLOBS)
+    + ("workflow", "version", "status", "parent_id", "created_at", "updated_at", "wake_at")
+    + ("revision", "lease_token", "lease_expires_at")
 }
 _LOAD_PROJECTION: Final = ", ".join(_LOAD_NAMES)
+#: What ``list_runs`` reads of a header: a summary's fields, never input, output or engine.
+_SUMMARY_NAMES: Final = {
+    f"#{name}": name
+    for name in (_PK, "workflow", "version", "status", "error", "parent_id", "tags")
+    + ("created_at", "updated_at", "wake_at")
+}
+
+#: What ``rewind`` reads of the header before it writes: revision, incarnations, lease, and
+#: what the tag items follow.
+_REWIND_NAMES: Final = {
+    f"#{name}": name
+    for name in ("inc", "hinc", "revision", "lease_token", "lease_expires_at", *_RETAGGED)
+}
 
 _TABLE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _SIGNAL_ATTEMPTS: Final = 64
+#: How often a transaction that DynamoDB cancelled for a conflict (nothing written) is retried.
+_TRANSACT_ATTEMPTS: Final = 8
+#: Cancellation reasons that mean "nothing was written, try again".
+_TRANSIENT: Final = frozenset({"TransactionConflict", "ThrottlingError"})
+#: A transaction holds at most 100 items and 4 MB; the store keeps some room under the latter.
+_TRANSACT_ITEMS: Final = 100
+_TRANSACT_BYTES: Final = 3_500_000
 _BACKOFF_FIRST: Final = 0.005
 _BACKOFF_MAX: Final = 0.2
 _INCARNATIONS_KEPT: Final = 4096
 _BATCH_WRITE: Final = 25
 _BATCH_GET: Final = 100
-
+#: Batch writes in flight at once while deleting many items (a run, an old history).
+_DELETES_IN_FLIGHT: Final = 4
+#: A filtered listing reads up to this many index entries per shard and query...
+_FILTERED_PAGE: Final = 100
+#: ... and makes at most this many queries per shard for one page (then returns a shorter page
+#: with a cursor), so a page's cost is bounded whatever the filters.
+_LIST_ROUNDS: Final = 2
 
 # -- attribute values ---------------------------------------------------------------------------
 
@@ -261,12 +372,132 @@ def _created_key(created_at: float, run_id: str) -> str:
     return f"{_float_key(created_at)}#{run_id}"
 
 
-def _checkpoint_sk(inc: str, seq: int) -> str:
-    return f"C#{inc}#{seq:010d}" if seq >= 0 else f"P#{inc}#{-seq:010d}"
+# -- items: keys and bodies ---------------------------------------------------------------------
+
+
+def _checkpoint_sk(hinc: str, seq: int) -> str:
+    return f"C#{hinc}#{seq:010d}" if seq >= 0 else f"P#{hinc}#{-seq:010d}"
 
 
 def _signal_sk(inc: str, signal_id: str) -> str:
     return f"S#{inc}#{signal_id}"
+
+
+def _tag_sk(tag: str) -> str:
+    return f"T#{tag}"
+
+
+def _tags(run: Run) -> list[str]:
+    """The run's tags as the indexes hold them: distinct, sorted, never empty (a string set
+    holds no empty string, and the runtime refuses empty tags)."""
+    return sorted({tag for tag in run.tags if tag})
+
+
+def _checkpoint_body(cp: Checkpoint) -> str:
+    """A checkpoint as the JSON text of its item: ``seq`` is in the key, fields at their default
+    are left out, and the value is the runtime's own encoding when it has one
+    (:meth:`Checkpoint.value_json`), never encoded a second time."""
+    head: dict[str, Any] = {"kind": cp.kind, "name": cp.name, "at": cp.at}
+    if cp.error is not None:
+        head["error"] = cp.error
+    if cp.attempts != 1:
+        head["attempts"] = cp.attempts
+    if cp.order is not None:
+        head["order"] = cp.order
+    text, value = dumps(head), cp.value_json()
+    return text if value == "null" else f'{text[:-1]},"value":{value}}}'
+
+
+def _checkpoint_of(seq: int, body: str) -> Checkpoint:
+    """Inverse of :func:`_checkpoint_body` (bodies that also carry ``seq`` read the same)."""
+    d = loads(body)
+    return Checkpoint(
+        seq=seq,
+        kind=d["kind"],
+        name=d["name"],
+        value=d.get("value"),
+        error=d.get("error"),
+        at=d.get("at", 0.0),
+        attempts=d.get("attempts", 1),
+        order=d.get("order"),
+    )
+
+
+def _decided(cp: Checkpoint) -> int | None:
+    """The seq at which a patch marker was decided, which ``rewind`` compares with its own;
+    ``None`` for a marker without one (it is dropped only by a rewind to 0). Mirrors
+    ``MemoryStore``: any ``int`` value counts."""
+    if cp.seq < 0 and cp.kind == "patch" and isinstance(cp.value, int):
+        return int(cp.value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Incarnation:
+    """What a writer must know of a run's header to address its items.
+
+    ``run`` is the header's incarnation from ``create`` on: it keys the run's signals (which
+    outlive any rewind). ``history`` keys its checkpoints and patch markers; a rewind to 0 gives
+    the history a new one. A header without ``hinc`` has never had one: its history incarnation
+    is ``inc``.
+    """
+
+    run: str
+    history: str
+
+    @classmethod
+    def of(cls, item: Item) -> _Incarnation:
+        inc: str = item["inc"]["S"]
+        return cls(inc, item["hinc"]["S"] if "hinc" in item else inc)
+
+
+#: The header's history incarnation is ``:hinc`` (see :class:`_Incarnation`).
+_SAME_HISTORY: Final = "(#hinc = :hinc OR (attribute_not_exists(#hinc) AND #inc = :hinc))"
+
+
+@dataclass(slots=True)
+class _Update:
+    """An UpdateExpression under construction, with its placeholders."""
+
+    sets: list[str] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)
+    adds: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    values: dict[str, AttributeValue] = field(default_factory=dict)
+
+    def expression(self) -> str:
+        clauses = [("SET", self.sets), ("REMOVE", self.removes), ("ADD", self.adds)]
+        return " ".join(f"{verb} {', '.join(parts)}" for verb, parts in clauses if parts)
+
+    def params(self, condition: str) -> dict[str, Any]:
+        return {
+            "UpdateExpression": self.expression(),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": self.values,
+        }
+
+
+def _header_update(item: Item, revision: int, *, with_input: bool = False) -> _Update:
+    """``save``'s update of header ``item``: SET every saved attribute and ``revision + 1``,
+    REMOVE the optional attributes it lacks. Defines ``#pk``, ``#rev`` and ``:rev`` for the
+    condition. The input is written by ``create`` and ``rewind`` (``with_input``) only: a save
+    never sends it again (it cannot change there, and it may be a quarter of a megabyte)."""
+    update = _Update(
+        sets=["#rev = :next"],
+        names={"#pk": _PK, "#rev": "revision"},
+        values={":rev": _n(revision), ":next": _n(revision + 1)},
+    )
+    for i, (name, value) in enumerate(item.items()):
+        if name not in _NOT_SAVED and name != "revision" and (with_input or name != "input"):
+            update.names[f"#a{i}"] = name
+            update.values[f":a{i}"] = value
+            update.sets.append(f"#a{i} = :a{i}")
+    for i, name in enumerate(_OPTIONAL):
+        if name not in item:
+            update.names[f"#r{i}"] = name
+            update.removes.append(f"#r{i}")
+    return update
 
 
 def item_size(item: Mapping[str, AttributeValue]) -> int:
@@ -303,7 +534,12 @@ def _value_size(value: AttributeValue) -> int:
 
 
 class _ConditionFailed(Exception):
-    """A ConditionExpression was false: the race this write guards against happened."""
+    """A ConditionExpression was false: the race this write guards against happened. ``item``
+    is the item as it was, when the call asked for it (``ReturnValuesOnConditionCheckFailure``)."""
+
+    def __init__(self, item: Item | None = None) -> None:
+        super().__init__()
+        self.item = item
 
 
 class _Cancelled(Exception):
@@ -312,6 +548,10 @@ class _Cancelled(Exception):
     def __init__(self, codes: list[str]) -> None:
         super().__init__(", ".join(codes))
         self.codes = codes
+
+    def failed(self, index: int) -> bool:
+        """Whether item ``index``'s condition was false."""
+        return index < len(self.codes) and self.codes[index] == "ConditionalCheckFailed"
 
 
 def _parse_bool(name: str, text: str) -> bool:
@@ -404,8 +644,8 @@ class DynamoDBStore(WorkflowStore):
         self._lock: asyncio.Lock | None = None
         self._errors: tuple[type[Exception], type[Exception]] | None = None
         self._closed = False
-        #: run id -> incarnation, for the runs this instance created or loaded (bounded).
-        self._incarnations: dict[str, str] = {}
+        #: run id -> incarnations, for the runs this instance created or loaded (bounded).
+        self._incarnations: dict[str, _Incarnation] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> DynamoDBStore:
@@ -542,7 +782,7 @@ class DynamoDBStore(WorkflowStore):
                 if code in allow:
                     return {}
                 if code == "ConditionalCheckFailedException":
-                    raise _ConditionFailed() from None
+                    raise _ConditionFailed(error.get("Item")) from None
                 if code == "TransactionCanceledException":
                     reasons = error.get("CancellationReasons") or []
                     raise _Cancelled([str(r.get("Code", "None")) for r in reasons]) from None
@@ -672,41 +912,45 @@ class DynamoDBStore(WorkflowStore):
 
     # -- incarnations ----------------------------------------------------------------------------
 
-    def _remember(self, run_id: str, inc: str) -> None:
-        known = self._incarnations
-        if run_id not in known and len(known) >= _INCARNATIONS_KEPT:
-            del known[next(iter(known))]
-        known[run_id] = inc
+    def _remember(self, run_id: str, known: _Incarnation) -> None:
+        cache = self._incarnations
+        if run_id not in cache and len(cache) >= _INCARNATIONS_KEPT:
+            del cache[next(iter(cache))]
+        cache[run_id] = known
 
-    async def _incarnation(self, run_id: str) -> str | None:
-        inc = self._incarnations.get(run_id)
-        if inc is None:
+    async def _incarnation(self, run_id: str) -> _Incarnation | None:
+        known = self._incarnations.get(run_id)
+        if known is None:
             found = await self._call(
                 "get_item",
                 run_id,
                 TableName=self.table,
-                Key={_PK: _s(run_id), _SK: _s(HEADER_SK)},
+                Key=self._header_key(run_id),
                 ConsistentRead=True,
-                ProjectionExpression="inc",
+                ProjectionExpression="inc, hinc",
             )
             if "Item" not in found:
                 return None
-            inc = found["Item"]["inc"]["S"]
-            self._remember(run_id, inc)
-        return inc
+            known = _Incarnation.of(found["Item"])
+            self._remember(run_id, known)
+        return known
 
     # -- items -----------------------------------------------------------------------------------
 
     def _shard(self, run_id: str) -> str:
         return str(zlib.crc32(run_id.encode()) % self.shards)
 
+    @staticmethod
+    def _header_key(run_id: str) -> Item:
+        return {_PK: _s(run_id), _SK: _s(HEADER_SK)}
+
     def _header_item(self, run: Run) -> Item:
-        """The header as an item: every attribute but ``inc`` and the lease."""
+        """The header as an item: every attribute but the incarnations, the lease and the
+        pending-signal counter (which only the store's own writes touch)."""
         fields = run.header_fields()
         shard = self._shard(run.id)
         item: Item = {
-            _PK: _s(run.id),
-            _SK: _s(HEADER_SK),
+            **self._header_key(run.id),
             "workflow": _s(run.workflow),
             "version": _s(run.version),
             "status": _s(run.status),
@@ -725,7 +969,8 @@ class DynamoDBStore(WorkflowStore):
         }
         if run.parent_id is not None:
             item["parent_id"] = _s(run.parent_id)
-        if tags := sorted({tag for tag in run.tags if tag}):  # a set holds no empty string
+            item["ref_shard"] = _s(f"parent:{run.parent_id}#{shard}")
+        if tags := _tags(run):
             item["tag_set"] = {"SS": tags}
         if run.wake_at is not None:
             item["wake_at"] = _n(run.wake_at)
@@ -735,14 +980,44 @@ class DynamoDBStore(WorkflowStore):
             item[_TTL] = _n(int(time.time() + self.retention_days * 86400))
         return item
 
+    def _tag_items(self, run: Run) -> list[Item]:
+        """One small item per tag, in the ``by_ref`` index under ``tag:<tag>#<shard>``; it copies
+        the header's ``created_key`` (the index's order) and ``workflow`` (a filter)."""
+        tags = _tags(run)
+        if len(tags) >= _TRANSACT_ITEMS:
+            raise ValueError(
+                f"run {run.id!r} has {len(tags)} tags; the DynamoDB store keeps at most "
+                f"{_TRANSACT_ITEMS - 1}, which its header and tag items fit one transaction"
+            )
+        shard = self._shard(run.id)
+        created = _s(_created_key(run.created_at, run.id))
+        return [
+            {
+                _PK: _s(run.id),
+                _SK: _s(_tag_sk(tag)),
+                "ref_shard": _s(f"tag:{tag}#{shard}"),
+                "created_key": created,
+                "workflow": _s(run.workflow),
+            }
+            for tag in tags
+        ]
+
+    def _retag(self, run: Run, item: Item, old: Item, room: int) -> tuple[list[Any], list[Item]]:
+        """The writes that move the tag items from header ``old`` to header ``item``: none when
+        the attributes they copy are unchanged (the steady state). Puts and deletes that fit in
+        ``room`` transaction items, and the keys of the deletes that do not (done after)."""
+        if all(item.get(name) == old.get(name) for name in _RETAGGED):
+            return [], []
+        puts = [{"Put": {"TableName": self.table, "Item": tag}} for tag in self._tag_items(run)]
+        gone = sorted(set(old.get("tag_set", {}).get("SS", [])) - set(_tags(run)))
+        keys = [{_PK: _s(run.id), _SK: _s(_tag_sk(tag))} for tag in gone]
+        fits = max(0, room - len(puts))
+        deletes = [{"Delete": {"TableName": self.table, "Key": key}} for key in keys[:fits]]
+        return [*puts, *deletes], keys[fits:]
+
     async def _run(self, item: Item, run_id: str | None = None) -> Run:
         run_id = run_id or item[_PK]["S"]
         texts = await self._texts(item, run_id, _HEADER_BLOBS)
-
-        def number(name: str) -> float | None:
-            value = item.get(name)
-            return None if value is None else float(value["N"])
-
         return Run.from_fields(
             {
                 "id": run_id,
@@ -751,14 +1026,39 @@ class DynamoDBStore(WorkflowStore):
                 "status": item["status"]["S"],
                 **texts,
                 "parent_id": item["parent_id"]["S"] if "parent_id" in item else None,
-                "created_at": number("created_at"),
-                "updated_at": number("updated_at"),
-                "wake_at": number("wake_at"),
+                "created_at": _number(item, "created_at"),
+                "updated_at": _number(item, "updated_at"),
+                "wake_at": _number(item, "wake_at"),
                 "revision": int(item["revision"]["N"]),
                 "lease_token": item["lease_token"]["S"] if "lease_token" in item else None,
-                "lease_expires_at": number("lease_expires_at"),
+                "lease_expires_at": _number(item, "lease_expires_at"),
             }
         )
+
+    async def _summary(self, item: Item) -> RunSummary:
+        run_id = item[_PK]["S"]
+        texts = await self._texts(item, run_id, ("error", "tags"))
+        return RunSummary(
+            id=run_id,
+            workflow=item["workflow"]["S"],
+            version=item["version"]["S"],
+            status=item["status"]["S"],
+            error=loads(texts["error"]),
+            parent_id=item["parent_id"]["S"] if "parent_id" in item else None,
+            tags=loads(texts["tags"]) or [],
+            created_at=float(item["created_at"]["N"]),
+            updated_at=float(item["updated_at"]["N"]),
+            wake_at=_number(item, "wake_at"),
+        )
+
+    @staticmethod
+    def _saved(run: Run, stored: Item) -> Run:
+        """``run`` as a header write left it: revision bumped, the stored lease."""
+        result = run.copy()
+        result.revision = run.revision + 1
+        result.lease_token = stored["lease_token"]["S"] if "lease_token" in stored else None
+        result.lease_expires_at = _number(stored, "lease_expires_at")
+        return result
 
     # -- S3 offload ------------------------------------------------------------------------------
 
@@ -837,6 +1137,62 @@ class DynamoDBStore(WorkflowStore):
             data: bytes = await body.read()
         return data.decode()
 
+    async def _bodies(self, run_id: str, items: Sequence[Item], attribute: str) -> list[str]:
+        """Each item's JSON text in ``attribute``: inline, or fetched from S3 (all at once)."""
+        texts: list[str] = [item[attribute].get("S", "") for item in items]
+        offloaded = [i for i, item in enumerate(items) if "M" in item[attribute]]
+        fetched = await _all(
+            *(self._fetch(run_id, items[i][attribute]["M"]["s3"]["S"]) for i in offloaded)
+        )
+        for i, text in zip(offloaded, fetched, strict=True):
+            texts[i] = text
+        return texts
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    async def _transact(
+        self, run_id: str, items: list[dict[str, Any]], *, what: str | None = None
+    ) -> None:
+        """One ``TransactWriteItems``, all of it or nothing.
+
+        DynamoDB cancels a transaction that meets another one in flight on one of its items
+        (``TransactionConflict``) or is throttled; nothing was written, so it is sent again,
+        with back-off, a few times. Any other cancellation raises :class:`_Cancelled`, whose
+        codes (one per item) tell the caller which condition failed.
+        """
+        delay = _BACKOFF_FIRST
+        attempt = 0
+        while True:
+            try:
+                await self._call(
+                    "transact_write_items",
+                    run_id,
+                    what=what,
+                    ClientRequestToken=secrets.token_hex(16),
+                    TransactItems=items,
+                )
+                return
+            except _Cancelled as exc:
+                reasons = set(exc.codes) - {"None"}
+                if not reasons or not reasons <= _TRANSIENT:
+                    raise
+                attempt += 1
+                if attempt >= _TRANSACT_ATTEMPTS:
+                    raise StoreError(
+                        f"run {run_id!r}: a DynamoDB transaction was cancelled {attempt} times "
+                        f"({', '.join(sorted(reasons))}) (store {self.url})",
+                        run_id=run_id,
+                    ) from None
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _cancelled(self, operation: str, run_id: str, exc: _Cancelled) -> StoreError:
+        return StoreError(
+            f"DynamoDB store {operation} on run {run_id!r} was cancelled: "
+            f"{', '.join(exc.codes)} (store {self.url})",
+            run_id=run_id,
+        )
+
     # -- runs ------------------------------------------------------------------------------------
 
     async def create(self, run: Run) -> bool:
@@ -844,115 +1200,223 @@ class DynamoDBStore(WorkflowStore):
         item = await self._fit(
             {**self._header_item(run), "inc": _s(inc)}, run.id, "the header", _HEADER_BLOBS
         )
+        tags = self._tag_items(run)
+        put: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(#pk)",
+            "ExpressionAttributeNames": {"#pk": _PK},
+        }
         # Create-only: two starts of one run id race, and exactly one header is written:
         #   A: PutItem if no item (R)  -> written      B: PutItem if no item (R)  -> condition false
-        # B then returns False and reads A's run, as an idempotent start should.
+        # B then returns False and reads A's run, as an idempotent start should. A run with
+        # tags writes its tag items in the same transaction: it is listed under each tag from
+        # the moment it exists, and the loser of the race writes no tag item onto A's run.
         try:
-            await self._call(
-                "put_item",
-                run.id,
-                what="the header",
-                TableName=self.table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#pk)",
-                ExpressionAttributeNames={"#pk": _PK},
-            )
+            if not tags:
+                await self._call("put_item", run.id, what="the header", **put)
+            else:
+                await self._transact(
+                    run.id,
+                    [{"Put": put}, *({"Put": {"TableName": self.table, "Item": t}} for t in tags)],
+                    what="the header",
+                )
         except _ConditionFailed:
             return False
-        self._remember(run.id, inc)
+        except _Cancelled as exc:
+            if exc.failed(0):
+                return False
+            raise self._cancelled("create", run.id, exc) from None
+        self._remember(run.id, _Incarnation(inc, inc))
         return True
 
     async def load(self, run_id: str) -> Loaded | None:
+        # One Query reads the run: every item it needs sorts before the tag items (T#...), and
+        # DynamoDB drops consumed signals (tombstones) before they are sent back.
         items = [
             item
             async for item in self._query(
                 run_id,
-                KeyConditionExpression="#pk = :id",
+                KeyConditionExpression="#pk = :id AND #sk < :tags",
+                FilterExpression="attribute_not_exists(#consumed)",
                 ProjectionExpression=_LOAD_PROJECTION,
-                ExpressionAttributeNames={"#pk": _PK, **_LOAD_NAMES},
-                ExpressionAttributeValues={":id": _s(run_id)},
+                ExpressionAttributeNames={"#pk": _PK, "#consumed": "consumed_by", **_LOAD_NAMES},
+                ExpressionAttributeValues={":id": _s(run_id), ":tags": _s(_TAGS_FROM)},
                 ConsistentRead=True,
             )
         ]
         header = next((item for item in items if item[_SK]["S"] == HEADER_SK), None)
         if header is None:
             return None
-        inc = header["inc"]["S"]
-        self._remember(run_id, inc)
-        mine = (f"C#{inc}#", f"P#{inc}#", f"S#{inc}#")  # older incarnations' items: never
-        records = [item for item in items if item[_SK]["S"].startswith(mine)]
+        known = _Incarnation.of(header)
+        self._remember(run_id, known)
+        # Only the items of the header's incarnations count: a history a rewind replaced, or
+        # what a zombie wrote for a run deleted since, is never read back.
+        steps, markers = f"C#{known.history}#", f"P#{known.history}#"
+        buffered = f"S#{known.run}#"
+        history: list[tuple[int, Item]] = []
+        pending: list[Item] = []
+        for item in items:
+            sk = item[_SK]["S"]
+            if sk.startswith(steps):
+                history.append((int(sk[len(steps) :]), item))
+            elif sk.startswith(markers):
+                history.append((-int(sk[len(markers) :]), item))
+            elif sk.startswith(buffered):
+                if "name" not in item:
+                    # Heron 0.2 kept the whole signal in ``body`` and never marked one consumed:
+                    # which of them the run has seen is the old engine's to know, not the
+                    # store's, so refuse rather than deliver them again.
+                    raise StoreError(
+                        f"run {run_id!r} holds signals in Heron 0.2's format; finish or delete "
+                        f"the runs started before the upgrade (store {self.url})",
+                        run_id=run_id,
+                    )
+                pending.append(item)
         run = await self._run(header, run_id)
-        # Bodies are inline JSON, or (offloaded) a reference fetched from S3, all at once.
-        bodies: list[str] = [item["body"].get("S", "") for item in records]
-        offloaded = [i for i, item in enumerate(records) if "M" in item["body"]]
-        fetched = await _all(
-            *(self._fetch(run_id, records[i]["body"]["M"]["s3"]["S"]) for i in offloaded)
+        bodies, payloads = await _all(
+            self._bodies(run_id, [item for _, item in history], "body"),
+            self._bodies(run_id, pending, "payload"),
         )
-        for i, text in zip(offloaded, fetched, strict=True):
-            bodies[i] = text
-        checkpoints: list[Checkpoint] = []
-        signals: list[Signal] = []
-        for item, body in zip(records, bodies, strict=True):
-            if item[_SK]["S"].startswith("S#"):
-                signals.append(Signal.from_json(body))
-            else:
-                checkpoints.append(Checkpoint.from_json(body))
+        checkpoints = [
+            _checkpoint_of(seq, body) for (seq, _), body in zip(history, bodies, strict=True)
+        ]
+        signals = [
+            Signal(
+                id=item[_SK]["S"][len(buffered) :],
+                name=item["name"]["S"],
+                payload=loads(payload),
+                at=float(item["at"]["N"]),
+            )
+            for item, payload in zip(pending, payloads, strict=True)
+        ]
         checkpoints.sort(key=lambda cp: cp.seq)
         signals.sort(key=lambda s: (s.at, s.id))
         return Loaded(run=run, checkpoints=checkpoints, signals=signals)
 
-    async def append(self, run_id: str, checkpoint: Checkpoint) -> None:
+    async def append(
+        self, run_id: str, checkpoint: Checkpoint, *, consumes: str | None = None
+    ) -> None:
         cp = checkpoint
-        inc = await self._incarnation(run_id)
-        if inc is None:
+        known = await self._incarnation(run_id)
+        if known is None:
             raise Conflict(f"run {run_id!r} does not exist", run_id=run_id)
         what = f"checkpoint seq {cp.seq} ({cp.kind} {cp.name!r})"
-        item = await self._fit(
-            {
-                _PK: _s(run_id),
-                _SK: _s(_checkpoint_sk(inc, cp.seq)),
-                "body": _s(cp.to_json()),
-            },
-            run_id,
-            what,
-            ("body",),
-        )
+        item: Item = {
+            _PK: _s(run_id),
+            _SK: _s(_checkpoint_sk(known.history, cp.seq)),
+            "body": _s(_checkpoint_body(cp)),
+        }
+        if (decided := _decided(cp)) is not None:
+            item["decided"] = _n(decided)
+        put: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": await self._fit(item, run_id, what, ("body",)),
+            "ConditionExpression": "attribute_not_exists(#pk)",
+            "ExpressionAttributeNames": {"#pk": _PK},
+        }
+        if consumes is not None:
+            await self._consume(run_id, known, cp.seq, put, consumes, what)
+            return
         # Create-only: two executors that both ran step `seq` (a lease lapsed under a slow one)
         # race to commit it, and the condition lets exactly one write the item:
         #   A: PutItem C#seq if absent -> written    B: PutItem C#seq if absent -> Conflict
         # B reloads and replays A's value; a plain put would let B overwrite a committed step.
         try:
-            await self._call(
-                "put_item",
-                run_id,
-                what=what,
-                TableName=self.table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#pk)",
-                ExpressionAttributeNames={"#pk": _PK},
-            )
+            await self._call("put_item", run_id, what=what, **put)
         except _ConditionFailed:
             raise Conflict(f"run {run_id!r} already has {what}", run_id=run_id) from None
 
+    async def _consume(
+        self,
+        run_id: str,
+        known: _Incarnation,
+        seq: int,
+        put: dict[str, Any],
+        signal_id: str,
+        what: str,
+    ) -> None:
+        """Commit the checkpoint in ``put`` and mark signal ``signal_id`` consumed by it."""
+        # One transaction of three writes, so a signal is consumed exactly when the checkpoint
+        # that records it commits:
+        #  - the checkpoint, create-only, as in append: one of two executors commits seq;
+        #  - the signal, if it exists and nothing consumed it. Two executors that recorded the
+        #    same signal at different seqs (a lease that lapsed under a slow one)
+        #      A: put seq 7 + consume s1 -> written    B: put seq 8 + consume s1 -> cancelled
+        #    deliver it once. Its payload is removed (the checkpoint holds it now); the
+        #    tombstone keeps its id (a duplicate send is still a no-op), name and time, and
+        #    records which history (consumed_in) and seq (consumed_by) consumed it, for rewind;
+        #  - the header, if its history is still the one this executor loaded. A zombie that
+        #    loaded the run before a continue_as_new (a rewind to 0) would otherwise consume a
+        #    signal into a history nobody reads, and the signal would be lost:
+        #      zombie:   load (history h1) ............ consume s2 if history = h1 -> cancelled
+        #      executor:        rewind to 0 (history h2)
+        #    The same write takes one off the header's count of pending signals.
+        items = [
+            {"Put": put},
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {_PK: _s(run_id), _SK: _s(_signal_sk(known.run, signal_id))},
+                    "UpdateExpression": "SET #by = :seq, #in = :hinc REMOVE #payload",
+                    "ConditionExpression": "attribute_exists(#pk) AND attribute_not_exists(#by)",
+                    "ExpressionAttributeNames": {
+                        "#pk": _PK,
+                        "#by": "consumed_by",
+                        "#in": "consumed_in",
+                        "#payload": "payload",
+                    },
+                    "ExpressionAttributeValues": {":seq": _n(seq), ":hinc": _s(known.history)},
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": self._header_key(run_id),
+                    "UpdateExpression": "ADD #pending :minus",
+                    "ConditionExpression": _SAME_HISTORY,
+                    "ExpressionAttributeNames": {
+                        "#pending": "pending",
+                        "#hinc": "hinc",
+                        "#inc": "inc",
+                    },
+                    "ExpressionAttributeValues": {":minus": _n(-1), ":hinc": _s(known.history)},
+                }
+            },
+        ]
+        try:
+            await self._transact(run_id, items, what=what)
+        except _Cancelled as exc:
+            if exc.failed(0):
+                raise Conflict(f"run {run_id!r} already has {what}", run_id=run_id) from None
+            if exc.failed(1):
+                raise Conflict(
+                    f"run {run_id!r} has no pending signal {signal_id!r} for {what}", run_id=run_id
+                ) from None
+            if exc.failed(2):
+                self._incarnations.pop(run_id, None)  # the next append reads the header again
+                raise Conflict(
+                    f"run {run_id!r} is gone or its history was rewound since it was loaded "
+                    f"({what} not written)",
+                    run_id=run_id,
+                ) from None
+            raise self._cancelled("append", run_id, exc) from None
+
     async def save(self, run: Run) -> Run:
         item = await self._fit(self._header_item(run), run.id, "the header", _HEADER_BLOBS)
-        names: dict[str, str] = {"#pk": _PK, "#rev": "revision"}
-        values: dict[str, AttributeValue] = {
-            ":rev": _n(run.revision),
-            ":next": _n(run.revision + 1),
-        }
-        sets = ["#rev = :next"]
-        for i, (name, value) in enumerate(item.items()):
-            if name not in _NOT_SAVED and name != "revision":
-                names[f"#a{i}"] = name
-                values[f":a{i}"] = value
-                sets.append(f"#a{i} = :a{i}")
-        removes = []
-        for i, name in enumerate(_OPTIONAL):
-            if name not in item:
-                names[f"#r{i}"] = name
-                removes.append(f"#r{i}")
-        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        update = _header_update(item, run.revision)
+        # The tag items copy created_key and workflow, and exist one per tag_set member. The
+        # engine sets those at start and never changes them, so the save also checks that they
+        # are unchanged and stays one UpdateItem; a save that changes them fails that part of
+        # the condition and goes through _save_retagged instead.
+        unchanged = []
+        for i, name in enumerate(_RETAGGED):
+            update.names[f"#t{i}"] = name
+            if name in item:
+                update.values[f":t{i}"] = item[name]
+                unchanged.append(f"#t{i} = :t{i}")
+            else:
+                unchanged.append(f"attribute_not_exists(#t{i})")
         # Conditional on the revision the executor loaded. A signal or a cancel that landed
         # after that load bumped it, so this save fails instead of overwriting the wake:
         #   executor: load (rev 4) ........................ save if rev = 4 -> Conflict
@@ -965,90 +1429,153 @@ class DynamoDBStore(WorkflowStore):
                 run.id,
                 what="the header",
                 TableName=self.table,
-                Key={_PK: item[_PK], _SK: item[_SK]},
-                UpdateExpression=expression,
-                ConditionExpression="attribute_exists(#pk) AND #rev = :rev",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
+                Key=self._header_key(run.id),
+                **update.params(
+                    f"attribute_exists(#pk) AND #rev = :rev AND {' AND '.join(unchanged)}"
+                ),
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except _ConditionFailed:
-            raise Conflict(
-                f"run {run.id!r} changed since revision {run.revision}", run_id=run.id
-            ) from None
-        stored = saved["Attributes"]
-        self._remember(run.id, stored["inc"]["S"])
-        result = run.copy()
-        result.revision = run.revision + 1
-        result.lease_token = stored["lease_token"]["S"] if "lease_token" in stored else None
-        expires = stored.get("lease_expires_at")
-        result.lease_expires_at = None if expires is None else float(expires["N"])
-        return result
+            stored: Item = saved["Attributes"]
+        except _ConditionFailed as failed:
+            old = failed.item
+            if old is None or int(old["revision"]["N"]) != run.revision:
+                raise Conflict(
+                    f"run {run.id!r} changed since revision {run.revision}", run_id=run.id
+                ) from None
+            stored = await self._save_retagged(run, item, old)
+        self._remember(run.id, _Incarnation.of(stored))
+        return self._saved(run, stored)
 
-    async def signal(self, run_id: str, signal: Signal) -> bool:
+    async def _save_retagged(self, run: Run, item: Item, old: Item) -> Item:
+        """Save a header whose tags (or creation time, or workflow) changed, with its tag items.
+
+        One transaction on the revision, as ``save``: the header and the tag items move
+        together, so the ``by_ref`` index never lists a run under a tag it lacks nor misses
+        one. Deletes that do not fit one transaction (more than 49 tags replaced at once) go
+        after it: a stale tag item only costs a listing one header it drops. Returns ``old``,
+        for its incarnations and lease.
+        """
+        update = _header_update(item, run.revision)
+        head = {
+            "Update": {
+                "TableName": self.table,
+                "Key": self._header_key(run.id),
+                **update.params("attribute_exists(#pk) AND #rev = :rev"),
+            }
+        }
+        writes, later = self._retag(run, item, old, _TRANSACT_ITEMS - 1)
+        try:
+            await self._transact(run.id, [head, *writes], what="the header")
+        except _Cancelled as exc:
+            if exc.failed(0):
+                raise Conflict(
+                    f"run {run.id!r} changed since revision {run.revision}", run_id=run.id
+                ) from None
+            raise self._cancelled("save", run.id, exc) from None
+        await self._delete_quietly(run.id, later)
+        return old
+
+    async def signal(
+        self, run_id: str, signal: Signal, *, max_pending: int = MAX_PENDING_SIGNALS
+    ) -> bool:
         delay = _BACKOFF_FIRST
-        codes: list[str] = []
+        what = f"signal {signal.name!r} ({signal.id})"
         for attempt in range(_SIGNAL_ATTEMPTS):
             found = await self._call(
                 "get_item",
                 run_id,
                 TableName=self.table,
-                Key={_PK: _s(run_id), _SK: _s(HEADER_SK)},
+                Key=self._header_key(run_id),
                 ConsistentRead=True,
-                ProjectionExpression="#inc, #rev, #wake, #status",
+                ProjectionExpression="#inc, #hinc, #rev, #wake, #status, #pending",
                 ExpressionAttributeNames={
                     "#inc": "inc",
+                    "#hinc": "hinc",
                     "#rev": "revision",
                     "#wake": "wake_at",
                     "#status": "status",
+                    "#pending": "pending",
                 },
             )
             head = found.get("Item")
             if head is None:
                 return False
-            inc = head["inc"]["S"]
-            self._remember(run_id, inc)
-            what = f"signal {signal.name!r} ({signal.id})"
+            known = _Incarnation.of(head)
+            self._remember(run_id, known)
+            key = {_PK: _s(run_id), _SK: _s(_signal_sk(known.run, signal.id))}
+            if (int(head["pending"]["N"]) if "pending" in head else 0) >= max_pending:
+                # Full, as of the header just read. A signal id the run has seen (buffered or
+                # consumed) is still a no-op, so look for it before refusing: a signal item
+                # only ever goes with its run, and one stored since the read is found now.
+                seen = await self._call(
+                    "get_item",
+                    run_id,
+                    TableName=self.table,
+                    Key=key,
+                    ConsistentRead=True,
+                    ProjectionExpression="#pk",
+                    ExpressionAttributeNames={"#pk": _PK},
+                )
+                if "Item" in seen:
+                    return True
+                raise TooManySignals(run_id, max_pending)
             item = await self._fit(
                 {
-                    _PK: _s(run_id),
-                    _SK: _s(_signal_sk(inc, signal.id)),
-                    "body": _s(signal.to_json()),
+                    **key,
+                    "name": _s(signal.name),
+                    "at": _n(signal.at),
+                    "payload": _s(dumps(signal.payload)),
                 },
                 run_id,
                 what,
-                ("body",),
+                ("payload",),
             )
             revision = int(head["revision"]["N"])
-            values: dict[str, AttributeValue] = {
-                ":rev": _n(revision),
-                ":next": _n(revision + 1),
-                ":inc": _s(inc),
-            }
-            update = "SET #rev = :next"
+            update = _Update(
+                sets=["#rev = :next"],
+                adds=["#pending :one"],
+                names={"#rev": "revision", "#inc": "inc", "#pending": "pending"},
+                values={
+                    ":rev": _n(revision),
+                    ":next": _n(revision + 1),
+                    ":inc": _s(known.run),
+                    ":one": _n(1),
+                    ":max": _n(max_pending),
+                },
+            )
             if head["status"]["S"] not in TERMINAL_STATUSES:
-                wake = float(head["wake_at"]["N"]) if "wake_at" in head else None
-                values[":wake"] = _n(signal.at if wake is None else min(wake, signal.at))
-                values[":shard"] = _s(self._shard(run_id))
-                update += ", #wake = :wake, #due = :shard"
-            # One transaction: the signal is stored and the run made due together, or neither.
-            #  - Put if absent: a signal id already buffered cancels the whole transaction, so
-            #    a duplicate changes nothing (not the payload, the revision or wake_at).
-            #  - Update if the revision is still the one read above: min(wake_at, at) and the
-            #    terminal check come from that read. A save that slipped in between may have set
-            #    an earlier wake_at or a terminal status, which this update must not overwrite:
+                wake = _number(head, "wake_at")
+                update.values[":wake"] = _n(signal.at if wake is None else min(wake, signal.at))
+                update.values[":shard"] = _s(self._shard(run_id))
+                update.names.update({"#wake": "wake_at", "#due": "due_shard"})
+                update.sets.append("#wake = :wake, #due = :shard")
+            # One transaction: the signal is stored, counted and the run made due together, or
+            # none of it.
+            #  - Put if absent: a signal id already buffered (or consumed: its tombstone stays)
+            #    cancels the whole transaction, so a duplicate changes nothing (not the payload,
+            #    the revision, wake_at or the count).
+            #  - Update if the revision is still the one read above: min(wake_at, at), the
+            #    terminal check and the count come from that read. A save that slipped in
+            #    between may have set an earlier wake_at or a terminal status, which this update
+            #    must not overwrite:
             #      signal:   read rev 4 (wake 100) ............. update if rev = 4 -> cancelled
             #      executor:          save rev 4 -> 5 (wake 10)
             #    so the signal reads again (rev 5, wake 10) and retries. The revision it bumps
             #    in turn fails an executor's save of a header loaded before the signal, and that
             #    executor reloads and sees it.
+            #  - pending < max: two signals racing for the last place both read 99 of 100, and
+            #      A: put + pending 99 -> 100 if rev = 4 -> written
+            #      B: put + pending 99 -> 100 if rev = 4 -> cancelled; reads 100: TooManySignals
+            #    Every signal bumps the revision, and only signals and rewinds (which bump it
+            #    too) raise the count, so the revision alone already serializes them; the
+            #    count's own condition states the cap where it is enforced. A consuming append
+            #    lowers the count without touching the revision: ADD, not a value computed
+            #    from the read, keeps that decrement.
             try:
-                await self._call(
-                    "transact_write_items",
+                await self._transact(
                     run_id,
-                    what=what,
-                    ClientRequestToken=secrets.token_hex(16),
-                    TransactItems=[
+                    [
                         {
                             "Put": {
                                 "TableName": self.table,
@@ -1060,38 +1587,25 @@ class DynamoDBStore(WorkflowStore):
                         {
                             "Update": {
                                 "TableName": self.table,
-                                "Key": {_PK: _s(run_id), _SK: _s(HEADER_SK)},
-                                "UpdateExpression": update,
-                                "ConditionExpression": "#rev = :rev AND #inc = :inc",
-                                "ExpressionAttributeNames": {
-                                    "#rev": "revision",
-                                    "#inc": "inc",
-                                    **(
-                                        {"#wake": "wake_at", "#due": "due_shard"}
-                                        if ":wake" in values
-                                        else {}
-                                    ),
-                                },
-                                "ExpressionAttributeValues": values,
+                                "Key": self._header_key(run_id),
+                                **update.params(
+                                    "#rev = :rev AND #inc = :inc AND "
+                                    "(attribute_not_exists(#pending) OR #pending < :max)"
+                                ),
                             }
                         },
                     ],
+                    what=what,
                 )
                 return True
             except _Cancelled as exc:
-                codes = exc.codes
-                put, header = (codes + ["None", "None"])[:2]
-                if put == "ConditionalCheckFailed":
-                    return True  # already buffered; the transaction wrote nothing
-                if header != "ConditionalCheckFailed" and "TransactionConflict" not in codes:
-                    raise StoreError(
-                        f"DynamoDB store signal to run {run_id!r} was cancelled: "
-                        f"{', '.join(codes)} (store {self.url})",
-                        run_id=run_id,
-                    ) from None
+                if exc.failed(0):
+                    return True  # already seen; the transaction wrote nothing
+                if not exc.failed(1):
+                    raise self._cancelled("signal", run_id, exc) from None
             # Another writer got in first and made progress: read again at once, and back off
-            # only when that keeps happening (or DynamoDB reports a transaction conflict).
-            if attempt or "TransactionConflict" in codes:
+            # only when that keeps happening.
+            if attempt:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, _BACKOFF_MAX)
         raise StoreError(
@@ -1123,18 +1637,18 @@ class DynamoDBStore(WorkflowStore):
             )
             for shard in range(self.shards)
         ]
-        merged = await _merge(
+        merged, _ = await _merge(
             streams, limit, lambda item: (float(item["wake_at"]["N"]), item[_PK]["S"])
         )
         return [item[_PK]["S"] for item in merged]
 
     async def delete(self, run_id: str) -> None:
         # The header goes first: from then on the run is gone for everyone (load is None, a
-        # signal is False, an append that must read the header conflicts), and whatever a
-        # crash leaves of the rest belongs to no header and is never read again.
-        await self._call(
-            "delete_item", run_id, TableName=self.table, Key={_PK: _s(run_id), _SK: _s(HEADER_SK)}
-        )
+        # signal is False, an append that must read the header conflicts, a listing drops its
+        # index entries), and whatever a crash leaves of the rest belongs to no header and is
+        # never read again. The rest is every other item of the partition: checkpoints and
+        # markers of every history, signals and their tombstones, tag items.
+        await self._call("delete_item", run_id, TableName=self.table, Key=self._header_key(run_id))
         self._incarnations.pop(run_id, None)
         keys = [
             {_PK: item[_PK], _SK: item[_SK]}
@@ -1147,11 +1661,20 @@ class DynamoDBStore(WorkflowStore):
                 ConsistentRead=True,
             )
         ]
-        for start in range(0, len(keys), _BATCH_WRITE):
-            chunk = keys[start : start + _BATCH_WRITE]
-            await self._batch_write(run_id, [{"DeleteRequest": {"Key": key}} for key in chunk])
+        await self._delete_keys(run_id, keys)
         if self.payload_bucket is not None:
             await self._delete_objects(run_id)
+
+    async def _delete_keys(self, run_id: str, keys: Sequence[Item]) -> None:
+        """Delete items by key, 25 a ``BatchWriteItem``, a few batches in flight at once."""
+        batches = [keys[i : i + _BATCH_WRITE] for i in range(0, len(keys), _BATCH_WRITE)]
+        for start in range(0, len(batches), _DELETES_IN_FLIGHT):
+            await _all(
+                *(
+                    self._batch_write(run_id, [{"DeleteRequest": {"Key": key}} for key in batch])
+                    for batch in batches[start : start + _DELETES_IN_FLIGHT]
+                )
+            )
 
     async def _batch_write(self, run_id: str | None, requests: list[dict[str, Any]]) -> None:
         delay = _BACKOFF_FIRST
@@ -1192,25 +1715,14 @@ class DynamoDBStore(WorkflowStore):
         after = decode_cursor(query.cursor) if query.cursor else None
         if query.limit <= 0:
             return RunPage(runs=[])
-        # The most selective index the query names; the rest are filters on what it projects.
-        if query.status is not None:
-            index, key, prefix = "by_status", "status_shard", f"{query.status}#"
-        elif query.workflow is not None:
-            index, key, prefix = "by_workflow", "workflow_shard", f"{query.workflow}#"
-        else:
-            index, key, prefix = "by_created", "shard", ""
+        index, key, prefix, filters = _listing(query)
         names = {"#key": key}
         values: dict[str, AttributeValue] = {}
-        filters = []
-        for attribute, value, test in (
-            ("workflow", query.workflow if index == "by_status" else None, "#{0} = :{0}"),
-            ("tag_set", query.tag, "contains(#{0}, :{0})"),
-            ("parent_id", query.parent_id, "#{0} = :{0}"),
-        ):
-            if value is not None:
-                names[f"#{attribute}"] = attribute
-                values[f":{attribute}"] = _s(value)
-                filters.append(test.format(attribute))
+        tests = []
+        for attribute, value, test in filters:
+            names[f"#{attribute}"] = attribute
+            values[f":{attribute}"] = _s(value)
+            tests.append(test.format(attribute))
         # Bounds on created_key. created_before and the cursor are exclusive: a bare float key
         # sorts before every "<float key>#<id>" of that instant; the cursor's own entry is
         # dropped below. created_after is inclusive for the same reason.
@@ -1234,7 +1746,12 @@ class DynamoDBStore(WorkflowStore):
             values[":high"] = _s(high)
         if low is not None or high is not None:
             names["#created"] = "created_key"
-        page_size = query.limit + 1 if not filters else max(query.limit + 1, 100)
+        # Without a filter every entry an index returns is on the page, so each shard reads at
+        # most limit + 1. A filter may drop entries, so the shards read more at a time, and
+        # the merge stops after _LIST_ROUNDS queries per shard: it then returns the matches
+        # found so far (perhaps fewer than limit) and a cursor where every shard has been read
+        # up to. Either way a page costs O(limit x shards) index entries, however many runs
+        # the table holds.
         streams = [
             _Shard(
                 self,
@@ -1244,43 +1761,62 @@ class DynamoDBStore(WorkflowStore):
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={**values, ":key": _s(f"{prefix}{shard}")},
                 ScanIndexForward=False,
-                Limit=page_size,
-                **_present(FilterExpression=" AND ".join(filters)),
+                Limit=query.limit + 1 if not tests else max(query.limit + 1, _FILTERED_PAGE),
+                **_present(FilterExpression=" AND ".join(tests)),
             )
             for shard in range(self.shards)
         ]
-        entries = await _merge(
+        entries, resume = await _merge(
             streams,
             query.limit + 1,
             lambda item: item["created_key"]["S"],
             newest_first=True,
             skip=(lambda item: item["created_key"]["S"] >= high) if high is not None else None,
+            budget=_LIST_ROUNDS * self.shards,
         )
         page = entries[: query.limit]
-        headers = await self._headers([entry[_PK]["S"] for entry in page])
-        runs = []
-        for entry in page:
-            header = headers.get(entry[_PK]["S"])
-            if header is not None:  # deleted since the index was read
-                run = await self._run(header)
-                if query.matches(run):  # the index lags the table a little; the header rules
-                    runs.append(run)
+        # The page's headers, one BatchGetItem, read for a summary's attributes only (never
+        # input, output or engine state).
+        headers = {
+            header[_PK]["S"]: header
+            for header in await self._batch_get(
+                None,
+                [self._header_key(entry[_PK]["S"]) for entry in page],
+                _SUMMARY_NAMES,
+            )
+        }
+        found = [headers[entry[_PK]["S"]] for entry in page if entry[_PK]["S"] in headers]
+        summaries = await _all(*(self._summary(header) for header in found))
+        # A run deleted since the index was read has no header; the index lags the table a
+        # little, so the header, not the index entry, decides whether the run matches.
+        runs = [summary for summary in summaries if query.matches(summary)]
         cursor = None
         if len(entries) > query.limit:
             last = page[-1]
             cursor = encode_cursor(_float_of_key(last["created_key"]["S"]), last[_PK]["S"])
+        elif resume is not None:
+            cursor = encode_cursor(_float_of_key(resume), resume[17:])
         return RunPage(runs=runs, next_cursor=cursor)
 
-    async def _headers(self, run_ids: list[str]) -> dict[str, Item]:
-        found: dict[str, Item] = {}
-        for start in range(0, len(run_ids), _BATCH_GET):
-            keys = [{_PK: _s(i), _SK: _s(HEADER_SK)} for i in run_ids[start : start + _BATCH_GET]]
-            pending: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+    async def _batch_get(
+        self, run_id: str | None, keys: Sequence[Item], names: Mapping[str, str]
+    ) -> list[Item]:
+        """The items at ``keys`` that exist (consistent reads), with the attributes ``names``
+        (placeholder -> attribute) only."""
+        found: list[Item] = []
+        for start in range(0, len(keys), _BATCH_GET):
+            pending: dict[str, Any] = {
+                self.table: {
+                    "Keys": list(keys[start : start + _BATCH_GET]),
+                    "ConsistentRead": True,
+                    "ProjectionExpression": ", ".join(names),
+                    "ExpressionAttributeNames": dict(names),
+                }
+            }
             delay = _BACKOFF_FIRST
             while pending:
-                result = await self._call("batch_get_item", None, RequestItems=pending)
-                for item in result.get("Responses", {}).get(self.table, []):
-                    found[item[_PK]["S"]] = item
+                result = await self._call("batch_get_item", run_id, RequestItems=pending)
+                found.extend(result.get("Responses", {}).get(self.table, []))
                 pending = result.get("UnprocessedKeys") or {}
                 if pending:
                     await asyncio.sleep(delay * (0.5 + random.random()))
@@ -1304,6 +1840,272 @@ class DynamoDBStore(WorkflowStore):
             if not start:
                 return
 
+    # -- rewind ------------------------------------------------------------------------------------
+
+    async def rewind(self, run: Run, seq: int, *, restore_signals: bool = True) -> Run:
+        if seq < 0:
+            raise ValueError(f"cannot rewind run {run.id!r} to seq {seq}: seqs start at 0")
+        item = await self._fit(self._header_item(run), run.id, "the header", _HEADER_BLOBS)
+        found = await self._call(
+            "get_item",
+            run.id,
+            TableName=self.table,
+            Key=self._header_key(run.id),
+            ConsistentRead=True,
+            ProjectionExpression=", ".join(_REWIND_NAMES),
+            ExpressionAttributeNames=_REWIND_NAMES,
+        )
+        old = found.get("Item")
+        if old is None or int(old["revision"]["N"]) != run.revision:
+            raise Conflict(f"run {run.id!r} changed since revision {run.revision}", run_id=run.id)
+        known = _Incarnation.of(old)
+        units, stale = await self._rewind_plan(run.id, known, seq, restore_signals)
+        final = _header_update(item, run.revision, with_input=True)
+        history = known.history
+        if seq == 0:
+            # The whole history goes, however long: the header takes a new history
+            # incarnation, and every checkpoint and marker of the old one is invisible from
+            # the moment this write lands (then deleted, below).
+            history = secrets.token_urlsafe(6)
+            final.names["#hinc"] = "hinc"
+            final.values[":hinc"] = _s(history)
+            final.sets.append("#hinc = :hinc")
+        retag, later = self._retag(run, item, old, _TRANSACT_ITEMS - 1)
+        chunks = _chunks(units, _TRANSACT_ITEMS - 1 - len(retag))
+        # Every write below is conditional on the revision the caller loaded, and only the last
+        # one bumps it. The first guards the rest: a stale caller changes nothing at all.
+        #   rewind: read rev 7 ..... chunk 1 if rev = 7 -> cancelled: Conflict, nothing written
+        #   signal:        store S, rev 8
+        # A history too long for one transaction (100 writes) goes in chunks, the highest
+        # seqs first, each signal restored in the same transaction as the delete of the
+        # checkpoint that consumed it: after any chunk, the run is a shorter history of itself
+        # (its signals each consumed once or pending once), so an interrupted rewind, or one
+        # whose later chunk met a new revision, is simply done again from where it stopped.
+        condition = "attribute_exists(#pk) AND #rev = :rev"
+        for chunk in chunks[:-1]:
+            guard = _Update(
+                adds=["#pending :restored"],
+                names={"#pk": _PK, "#rev": "revision", "#pending": "pending"},
+                values={":rev": _n(run.revision), ":restored": _n(sum(u.restored for u in chunk))},
+            )
+            await self._rewind_write(run, [self._header_op(run.id, guard, condition), *_ops(chunk)])
+        restored = sum(unit.restored for unit in chunks[-1])
+        if restored:
+            final.names["#pending"] = "pending"
+            final.values[":restored"] = _n(restored)
+            final.adds.append("#pending :restored")
+        writes = [*_ops(chunks[-1]), *retag]
+        if writes:
+            await self._rewind_write(run, [self._header_op(run.id, final, condition), *writes])
+            stored = old
+        else:  # nothing but the header (a continue_as_new): one conditional UpdateItem
+            try:
+                result = await self._call(
+                    "update_item",
+                    run.id,
+                    what="the header",
+                    TableName=self.table,
+                    Key=self._header_key(run.id),
+                    **final.params(condition),
+                    ReturnValues="ALL_NEW",
+                )
+            except _ConditionFailed:
+                raise Conflict(
+                    f"run {run.id!r} changed since revision {run.revision}", run_id=run.id
+                ) from None
+            stored = result["Attributes"]
+        self._remember(run.id, _Incarnation(known.run, history))
+        await self._delete_quietly(run.id, later)
+        await self._delete_quietly(run.id, stale, keep=history if seq == 0 else None)
+        return self._saved(run, stored)
+
+    def _header_op(self, run_id: str, update: _Update, condition: str) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": self._header_key(run_id),
+                **update.params(condition),
+            }
+        }
+
+    async def _rewind_write(self, run: Run, items: list[dict[str, Any]]) -> None:
+        """One transaction of a rewind; ``items[0]`` is the header's, on the revision."""
+        try:
+            await self._transact(run.id, items, what="the header")
+        except _Cancelled as exc:
+            if exc.failed(0):
+                raise Conflict(
+                    f"run {run.id!r} changed since revision {run.revision}", run_id=run.id
+                ) from None
+            raise self._cancelled("rewind", run.id, exc) from None
+
+    async def _rewind_plan(
+        self, run_id: str, known: _Incarnation, seq: int, restore_signals: bool
+    ) -> tuple[list[_Unit], list[Item]]:
+        """What a rewind to ``seq`` writes besides the header, as units (each undoing what was
+        recorded at one seq), and the keys of items older histories left behind."""
+        steps, markers = f"C#{known.history}#", f"P#{known.history}#"
+        dropped: set[int] = set()
+        units: list[_Unit] = []
+        stale: list[Item] = []
+        if seq > 0:  # a rewind to 0 drops the whole history at once, by its incarnation
+            async for entry in self._query(
+                run_id,
+                KeyConditionExpression="#pk = :id AND #sk < :header",
+                ProjectionExpression="#pk, #sk, #decided",
+                ExpressionAttributeNames={"#pk": _PK, "#sk": _SK, "#decided": "decided"},
+                ExpressionAttributeValues={":id": _s(run_id), ":header": _s(HEADER_SK)},
+                ConsistentRead=True,
+            ):
+                sk = entry[_SK]["S"]
+                key = {_PK: entry[_PK], _SK: entry[_SK]}
+                if sk.startswith(steps):
+                    if (at := int(sk[len(steps) :])) >= seq:
+                        dropped.add(at)
+                elif sk.startswith(markers):
+                    decided = _number(entry, "decided")
+                    if decided is not None and decided >= seq:
+                        units.append(_Unit(int(decided), [self._delete_op(key)]))
+                else:
+                    stale.append(key)
+        restores = await self._restores(run_id, known, seq) if restore_signals else {}
+        # A restored signal goes with the delete of the checkpoint that consumed it (at 0 too,
+        # where the new incarnation would hide that checkpoint anyway), so no chunk of a long
+        # rewind ever leaves a signal both pending and recorded.
+        for position in dropped | set(restores):
+            key = {_PK: _s(run_id), _SK: _s(_checkpoint_sk(known.history, position))}
+            unit = _Unit(position, [self._delete_op(key)])
+            if position in restores:
+                op, size = restores[position]
+                unit.ops.append(op)
+                unit.restored, unit.size = 1, size
+            units.append(unit)
+        return units, stale
+
+    def _delete_op(self, key: Item) -> dict[str, Any]:
+        return {"Delete": {"TableName": self.table, "Key": key}}
+
+    async def _restores(
+        self, run_id: str, known: _Incarnation, seq: int
+    ) -> dict[int, tuple[dict[str, Any], int]]:
+        """The writes that make the signals this history consumed at ``seq`` or later pending
+        again, by the seq that consumed each, with the restored item's size. The payload comes
+        back from the checkpoint that recorded it (its value is ``{"id": ..., "payload": ...}``).
+        """
+        tombstones = [
+            tombstone
+            async for tombstone in self._query(
+                run_id,
+                KeyConditionExpression="#pk = :id AND begins_with(#sk, :signals)",
+                FilterExpression="#in = :hinc AND #by >= :seq",
+                ProjectionExpression="#sk, #name, #at, #by",
+                ExpressionAttributeNames={
+                    "#pk": _PK,
+                    "#sk": _SK,
+                    "#in": "consumed_in",
+                    "#by": "consumed_by",
+                    "#name": "name",
+                    "#at": "at",
+                },
+                ExpressionAttributeValues={
+                    ":id": _s(run_id),
+                    ":signals": _s(f"S#{known.run}#"),
+                    ":hinc": _s(known.history),
+                    ":seq": _n(seq),
+                },
+                ConsistentRead=True,
+            )
+        ]
+        if not tombstones:
+            return {}
+        consumers = [int(tombstone["consumed_by"]["N"]) for tombstone in tombstones]
+        recorded = await self._batch_get(
+            run_id,
+            [{_PK: _s(run_id), _SK: _s(_checkpoint_sk(known.history, by))} for by in consumers],
+            {"#sk": _SK, "#body": "body"},
+        )
+        texts = await self._bodies(run_id, recorded, "body")
+        values = {
+            int(item[_SK]["S"].rsplit("#", 1)[1]): loads(text).get("value")
+            for item, text in zip(recorded, texts, strict=True)
+        }
+        restores: dict[int, tuple[dict[str, Any], int]] = {}
+        prefix = len(f"S#{known.run}#")
+        for tombstone, by in zip(tombstones, consumers, strict=True):
+            value = values.get(by)
+            # A recording checkpoint that is gone (a hand edit) restores the signal without its
+            # payload, rather than leave it consumed by nothing.
+            payload = value.get("payload") if isinstance(value, dict) else None
+            what = f"signal {tombstone['name']['S']!r} ({tombstone[_SK]['S'][prefix:]})"
+            item = await self._fit(
+                {
+                    _PK: _s(run_id),
+                    _SK: tombstone[_SK],
+                    "name": tombstone["name"],
+                    "at": tombstone["at"],
+                    "payload": _s(dumps(payload)),
+                },
+                run_id,
+                what,
+                ("payload",),
+            )
+            op = {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {_PK: _s(run_id), _SK: tombstone[_SK]},
+                    "UpdateExpression": "SET #payload = :payload REMOVE #by, #in",
+                    # As the plan read it: consumed at that seq of this history.
+                    "ConditionExpression": "#by = :by AND #in = :hinc",
+                    "ExpressionAttributeNames": {
+                        "#payload": "payload",
+                        "#by": "consumed_by",
+                        "#in": "consumed_in",
+                    },
+                    "ExpressionAttributeValues": {
+                        ":payload": item["payload"],
+                        ":by": _n(by),
+                        ":hinc": _s(known.history),
+                    },
+                }
+            }
+            restores[by] = (op, item_size(item))
+        return restores
+
+    async def _delete_quietly(
+        self, run_id: str, keys: Sequence[Item], *, keep: str | None = None
+    ) -> None:
+        """Delete items nothing reads any more, best-effort: ``keys``, and with ``keep`` every
+        checkpoint and marker of a history other than ``keep``.
+
+        They are invisible already (an old history, a tag the run lost), and the write that
+        made them so has succeeded: a failure here must not report it failed. ``delete`` and
+        the next rewind remove whatever is left.
+        """
+        try:
+            if keep is not None:
+                mine = (f"C#{keep}#", f"P#{keep}#")
+                keys = [
+                    *keys,
+                    *[
+                        {_PK: item[_PK], _SK: item[_SK]}
+                        async for item in self._query(
+                            run_id,
+                            KeyConditionExpression="#pk = :id AND #sk < :header",
+                            ProjectionExpression="#pk, #sk",
+                            ExpressionAttributeNames={"#pk": _PK, "#sk": _SK},
+                            ExpressionAttributeValues={
+                                ":id": _s(run_id),
+                                ":header": _s(HEADER_SK),
+                            },
+                            ConsistentRead=True,
+                        )
+                        if not item[_SK]["S"].startswith(mine)
+                    ],
+                ]
+            await self._delete_keys(run_id, keys)
+        except StoreError as exc:
+            _log.warning("run %r: unreachable items left for a later cleanup: %s", run_id, exc)
+
     # -- the lease -------------------------------------------------------------------------------
 
     async def acquire(
@@ -1314,7 +2116,7 @@ class DynamoDBStore(WorkflowStore):
         *,
         now: float | None = None,
         due_only: bool = False,
-    ) -> bool:
+    ) -> Acquired:
         now = self._now(now)
         expires = now + ttl
         # Check-and-set in one conditional update. Two executors may try at the same moment:
@@ -1324,13 +2126,14 @@ class DynamoDBStore(WorkflowStore):
         # after would let both see it free and both win. The run must exist and not be
         # terminal, or a crashed executor's renewal could resurrect a cancelled run's wake.
         # With due_only the run must also be due, checked in the same step: an executor that
-        # read "due" earlier cannot take a run another executor has since put to sleep.
+        # read "due" earlier cannot take a run another executor has since put to sleep. The
+        # previous holder comes back with the write (UPDATED_OLD), from the same moment.
         try:
-            await self._call(
+            result = await self._call(
                 "update_item",
                 run_id,
                 TableName=self.table,
-                Key={_PK: _s(run_id), _SK: _s(HEADER_SK)},
+                Key=self._header_key(run_id),
                 UpdateExpression="SET #token = :token, #expires = :expires, #wake = :expires, "
                 "#due = :shard",
                 ConditionExpression="attribute_exists(#pk) AND NOT (#status IN (:t0, :t1, :t2)) "
@@ -1351,10 +2154,23 @@ class DynamoDBStore(WorkflowStore):
                     ":now": _n(float(now)),
                     **{f":t{i}": _s(status) for i, status in enumerate(_TERMINAL)},
                 },
+                ReturnValues="UPDATED_OLD",
             )
         except _ConditionFailed:
-            return False
-        return True
+            return Acquired.NO
+        old = result.get("Attributes") or {}
+        previous: str | None = None
+        if "lease_token" in old:
+            previous = old["lease_token"]["S"]
+        elif "lease_expires_at" in old:
+            # DynamoDB returns every attribute the update sets; moto only those whose value
+            # changed, so a renewal there returns the old expiry without the (same) token.
+            # Token and expiry are set and removed together: an expiry means a holder. (On
+            # moto, a renewal to the very same expiry returns neither and reads as FREE.)
+            previous = token
+        if previous is None:
+            return Acquired.FREE
+        return Acquired.RENEWED if previous == token else Acquired.TAKEN_OVER
 
     async def release(self, run_id: str, token: str) -> None:
         # Only the holder may drop the lease: an executor whose lease lapsed and was taken by
@@ -1389,11 +2205,81 @@ def _present(**params: Any) -> dict[str, Any]:
     return {name: value for name, value in params.items() if value}
 
 
+def _number(item: Mapping[str, AttributeValue], name: str) -> float | None:
+    value = item.get(name)
+    return None if value is None else float(value["N"])
+
+
 def _is_schema_error(code: str, message: str) -> bool:
     """A missing table (ResourceNotFound) or index (ValidationException on DynamoDB)."""
     if code == "ResourceNotFoundException":
         return True
     return code == "ValidationException" and "specified index" in message
+
+
+def _listing(query: RunQuery) -> tuple[str, str, str, list[tuple[str, str, str]]]:
+    """The index that answers ``query``: its name, partition key attribute and key prefix (the
+    shard number follows it), and the filters left for the attributes it projects.
+
+    Each index answers one filter exactly, newest first: ``by_status`` a status, ``by_ref`` a
+    parent or a tag, ``by_workflow`` a workflow, ``by_created`` none. A query naming several
+    uses the first of status, parent, tag, workflow; the others are tested on the index entry
+    (``by_status`` projects workflow, parent and tags; ``by_ref`` workflow and, on a child's
+    header, tags). The header read for the page checks them all again.
+    """
+    if query.status is not None:
+        index, key, prefix = "by_status", "status_shard", f"{query.status}#"
+    elif query.parent_id is not None:
+        index, key, prefix = "by_ref", "ref_shard", f"parent:{query.parent_id}#"
+    elif query.tag is not None:
+        index, key, prefix = "by_ref", "ref_shard", f"tag:{query.tag}#"
+    elif query.workflow is not None:
+        index, key, prefix = "by_workflow", "workflow_shard", f"{query.workflow}#"
+    else:
+        index, key, prefix = "by_created", "shard", ""
+    filters = []
+    if query.workflow is not None and index != "by_workflow":
+        filters.append(("workflow", query.workflow, "#{0} = :{0}"))
+    if query.tag is not None and not prefix.startswith("tag:"):
+        filters.append(("tag_set", query.tag, "contains(#{0}, :{0})"))
+    if query.parent_id is not None and index == "by_status":
+        filters.append(("parent_id", query.parent_id, "#{0} = :{0}"))
+    return index, key, prefix, filters
+
+
+@dataclass(slots=True)
+class _Unit:
+    """Writes of a rewind that belong together: they undo what was recorded at ``position``
+    (a seq), restore ``restored`` signals and hold ``size`` bytes of restored items."""
+
+    position: int
+    ops: list[dict[str, Any]]
+    restored: int = 0
+    size: int = 0
+
+
+def _chunks(units: Sequence[_Unit], room: int) -> list[list[_Unit]]:
+    """``units`` in transactions, to be written in the order returned: the highest positions
+    first, at most 99 writes besides the header's and ``_TRANSACT_BYTES`` each; the last one,
+    which also carries the header (and the tag writes), at most ``room``."""
+    chunks: list[list[_Unit]] = [[]]
+    count = size = 0
+    limit = room
+    for unit in sorted(units, key=lambda unit: unit.position):  # the lowest go with the header
+        cost = unit.size + 100 * len(unit.ops)
+        fits = count + len(unit.ops) <= limit and size + cost <= _TRANSACT_BYTES
+        if not fits and (chunks[-1] or len(chunks) == 1):
+            chunks.append([])
+            count = size = 0
+            limit = _TRANSACT_ITEMS - 1
+        chunks[-1].append(unit)
+        count += len(unit.ops)
+        size += cost
+    return chunks[::-1]
+
+
+def _ops(units: Iterable[_Unit]) -> list[dict[str, Any]]:
+    return [op for unit in units for op in unit.ops]
 
 
 class _Shard:
@@ -1404,21 +2290,22 @@ class _Shard:
         self.run_id = run_id
         self.params = params
         self.items: deque[Item] = deque()
-        self.start: dict[str, Any] | None = None
+        #: The LastEvaluatedKey of the last page: everything up to it has been read.
+        self.start: Item | None = None
         self.done = False
 
     async def fill(self) -> None:
-        while not self.items and not self.done:
-            page = await self.store._call(
-                "query",
-                self.run_id,
-                TableName=self.store.table,
-                **self.params,
-                **_present(ExclusiveStartKey=self.start),
-            )
-            self.items.extend(page.get("Items", []))
-            self.start = page.get("LastEvaluatedKey")
-            self.done = not self.start
+        """Read one more page (it may hold no item: a filter can drop all it read)."""
+        page = await self.store._call(
+            "query",
+            self.run_id,
+            TableName=self.store.table,
+            **self.params,
+            **_present(ExclusiveStartKey=self.start),
+        )
+        self.items.extend(page.get("Items", []))
+        self.start = page.get("LastEvaluatedKey")
+        self.done = not self.start
 
 
 async def _merge(
@@ -1428,22 +2315,46 @@ async def _merge(
     *,
     newest_first: bool = False,
     skip: Callable[[Item], bool] | None = None,
-) -> list[Item]:
-    """The first ``count`` items of the shards' sorted streams, merged (queries in parallel)."""
-    await _all(*(shard.fill() for shard in shards))
+    budget: int | None = None,
+) -> tuple[list[Item], Any]:
+    """The first ``count`` items of the shards' sorted streams, merged (queries in parallel).
+
+    A shard whose page is used up is read again only when its next entries could come before
+    the best item at hand (they come after its ``LastEvaluatedKey``). With a ``budget`` of
+    queries, the merge stops when the next reads would pass it, and also returns the key up to
+    which every shard has been read and every match merged: the next page starts after it.
+    Otherwise (or when the merge ended before the budget) that key is ``None``.
+    """
     pick = max if newest_first else min
+
+    def ahead(a: Any, b: Any) -> bool:
+        return bool(a > b) if newest_first else bool(a < b)
+
+    queries = len(shards)
+    await _all(*(shard.fill() for shard in shards))
     merged: list[Item] = []
     while len(merged) < count:
-        live = [shard for shard in shards if shard.items]
-        if not live:
+        heads = [shard for shard in shards if shard.items]
+        best = pick(heads, key=lambda shard: key(shard.items[0])) if heads else None
+        behind = [
+            shard
+            for shard in shards
+            if not shard.items
+            and shard.start is not None
+            and (best is None or not ahead(key(best.items[0]), key(shard.start)))
+        ]
+        if behind:
+            if budget is not None and queries + len(behind) > budget:
+                return merged, pick(key(shard.start) for shard in behind if shard.start)
+            queries += len(behind)
+            await _all(*(shard.fill() for shard in behind))
+            continue
+        if best is None:
             break
-        best = pick(live, key=lambda shard: key(shard.items[0]))
         item = best.items.popleft()
-        if not best.items:
-            await best.fill()
         if skip is None or not skip(item):
             merged.append(item)
-    return merged
+    return merged, None
 
 
 def expired_run_ids(event: Mapping[str, Any]) -> list[str]:

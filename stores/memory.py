@@ -13,6 +13,8 @@ from dataclasses import replace
 from typing import TypeVar
 
 from heron.stores.contract import (
+    MAX_PENDING_SIGNALS,
+    Acquired,
     Checkpoint,
     Conflict,
     Loaded,
@@ -20,6 +22,7 @@ from heron.stores.contract import (
     RunPage,
     RunQuery,
     Signal,
+    TooManySignals,
     WorkflowStore,
     decode_cursor,
     dumps,
@@ -28,20 +31,39 @@ from heron.stores.contract import (
 
 __all__ = ["MemoryStore"]
 
+
+#: Where a signal consumed in a history that a rewind dropped is recorded as consumed.
+_GONE = -(2**62)
+
+
+def _taken_at(marker: Checkpoint, seq: int) -> int:
+    """The seq at which a patch marker was decided; an old marker without one counts as taken
+    before ``seq`` (kept), unless the whole history goes (``seq`` 0)."""
+    if isinstance(marker.value, int) and not isinstance(marker.value, bool):
+        return marker.value
+    return 0 if seq == 0 else -1
+
+
 R = TypeVar("R", Checkpoint, Signal)
 
 
 def _copy(record: R) -> R:
     """A copy whose JSON parts share nothing with the original (plain values are immutable)."""
     if isinstance(record, Checkpoint):
-        if isinstance(record.value, dict | list) or record.error is not None:
+        if record.encoded is not None:  # what a store keeps: the JSON, not the caller's object
             return replace(
-                record, value=loads(dumps(record.value)), error=loads(dumps(record.error))
+                record, value=loads(record.encoded), encoded=None, error=_json(record.error)
             )
+        if isinstance(record.value, dict | list) or record.error is not None:
+            return replace(record, value=loads(dumps(record.value)), error=_json(record.error))
         return record
     if isinstance(record.payload, dict | list):
         return replace(record, payload=loads(dumps(record.payload)))
     return record
+
+
+def _json(value: dict[str, object] | None) -> dict[str, object] | None:
+    return None if value is None else loads(dumps(value))
 
 
 def _signal_order(signal: Signal) -> tuple[float, str]:
@@ -55,6 +77,8 @@ class MemoryStore(WorkflowStore):
         self._runs: dict[str, Run] = {}
         self._checkpoints: dict[str, dict[int, Checkpoint]] = {}
         self._signals: dict[str, dict[str, Signal]] = {}
+        #: run id -> signal id -> the seq of the checkpoint that consumed it
+        self._consumed: dict[str, dict[str, int]] = {}
         self._wakes: list[tuple[float, str]] = []  # the due index, sorted
 
     # -- the due index -------------------------------------------------------------------------
@@ -82,6 +106,7 @@ class MemoryStore(WorkflowStore):
         self._put(run.copy())
         self._checkpoints[run.id] = {}
         self._signals[run.id] = {}
+        self._consumed[run.id] = {}
         return True
 
     async def load(self, run_id: str) -> Loaded | None:
@@ -89,15 +114,26 @@ class MemoryStore(WorkflowStore):
         if run is None:
             return None
         checkpoints = [_copy(cp) for _, cp in sorted(self._checkpoints[run_id].items())]
-        signals = [_copy(s) for s in sorted(self._signals[run_id].values(), key=_signal_order)]
+        consumed = self._consumed[run_id]
+        pending = [s for s in self._signals[run_id].values() if s.id not in consumed]
+        signals = [_copy(s) for s in sorted(pending, key=_signal_order)]
         return Loaded(run=run.copy(), checkpoints=checkpoints, signals=signals)
 
-    async def append(self, run_id: str, checkpoint: Checkpoint) -> None:
+    async def append(
+        self, run_id: str, checkpoint: Checkpoint, *, consumes: str | None = None
+    ) -> None:
         history = self._checkpoints.get(run_id)
         if history is None:
             raise Conflict(f"run {run_id!r} does not exist", run_id=run_id)
         if checkpoint.seq in history:
             raise Conflict(f"run {run_id!r} already has seq {checkpoint.seq}", run_id=run_id)
+        if consumes is not None:
+            if consumes not in self._signals[run_id] or consumes in self._consumed[run_id]:
+                raise Conflict(
+                    f"run {run_id!r} has no pending signal {consumes!r} for seq {checkpoint.seq}",
+                    run_id=run_id,
+                )
+            self._consumed[run_id][consumes] = checkpoint.seq
         history[checkpoint.seq] = _copy(checkpoint)
 
     async def save(self, run: Run) -> Run:
@@ -106,6 +142,7 @@ class MemoryStore(WorkflowStore):
             raise Conflict(f"run {run.id!r} changed since revision {run.revision}", run_id=run.id)
         saved = replace(
             run.copy(),
+            input=stored.input,
             revision=run.revision + 1,
             lease_token=stored.lease_token,
             lease_expires_at=stored.lease_expires_at,
@@ -113,13 +150,22 @@ class MemoryStore(WorkflowStore):
         self._put(saved)
         return saved.copy()
 
-    async def signal(self, run_id: str, signal: Signal) -> bool:
+    async def _save_with_input(self, run: Run) -> Run:
+        saved = await self.save(run)
+        self._runs[run.id] = replace(self._runs[run.id], input=loads(dumps(run.input)))
+        return replace(saved, input=loads(dumps(run.input)))
+
+    async def signal(
+        self, run_id: str, signal: Signal, *, max_pending: int = MAX_PENDING_SIGNALS
+    ) -> bool:
         run = self._runs.get(run_id)
         if run is None:
             return False
         buffered = self._signals[run_id]
         if signal.id in buffered:
             return True
+        if len(buffered) - len(self._consumed[run_id]) >= max_pending:
+            raise TooManySignals(run_id, max_pending)
         buffered[signal.id] = _copy(signal)
         wake_at = run.wake_at
         if not run.terminal:
@@ -137,14 +183,30 @@ class MemoryStore(WorkflowStore):
             self._index(run_id, run.wake_at, None)
         self._checkpoints.pop(run_id, None)
         self._signals.pop(run_id, None)
+        self._consumed.pop(run_id, None)
 
     async def list_runs(self, query: RunQuery) -> RunPage:
         after = decode_cursor(query.cursor) if query.cursor else None
         runs = sorted(self._runs.values(), key=lambda r: (r.created_at, r.id), reverse=True)
-        hits = [r.copy() for r in runs if query.matches(r) and self._after_cursor(r, after)][
+        hits = [r.summary() for r in runs if query.matches(r) and self._after_cursor(r, after)][
             : query.limit + 1
         ]
         return self._page(hits, query)
+
+    async def rewind(self, run: Run, seq: int, *, restore_signals: bool = True) -> Run:
+        saved = await self._save_with_input(run)  # checks the revision before anything changes
+        history = self._checkpoints[run.id]
+        for cp in list(history.values()):
+            if cp.seq >= seq or (cp.kind == "patch" and _taken_at(cp, seq) >= seq):
+                del history[cp.seq]
+        consumed = self._consumed[run.id]
+        for signal_id, by in list(consumed.items()):
+            if by >= seq:
+                if restore_signals:
+                    del consumed[signal_id]
+                else:  # consumed in a history that is gone: no later rewind brings it back
+                    consumed[signal_id] = _GONE
+        return saved
 
     async def acquire(
         self,
@@ -154,19 +216,21 @@ class MemoryStore(WorkflowStore):
         *,
         now: float | None = None,
         due_only: bool = False,
-    ) -> bool:
+    ) -> Acquired:
         run = self._runs.get(run_id)
         now = self._now(now)
         if run is None or run.terminal:
-            return False
+            return Acquired.NO
         if due_only and (run.wake_at is None or run.wake_at > now):
-            return False
+            return Acquired.NO
         held = run.lease_expires_at is not None and run.lease_expires_at > now
         if held and run.lease_token != token:
-            return False
+            return Acquired.NO
         expires = now + ttl
         self._put(replace(run, lease_token=token, lease_expires_at=expires, wake_at=expires))
-        return True
+        if run.lease_token is None:
+            return Acquired.FREE
+        return Acquired.RENEWED if run.lease_token == token else Acquired.TAKEN_OVER
 
     async def release(self, run_id: str, token: str) -> None:
         run = self._runs.get(run_id)

@@ -1,10 +1,14 @@
 """``SqliteStore``: the embedded default store, one SQLite file, stdlib :mod:`sqlite3` only.
 
-A run is a row of ``runs`` (the header), rows of ``checkpoints`` keyed by ``(run_id, seq)`` and
-rows of ``signals`` keyed by ``(run_id, id)``; ``run_tags`` indexes tags for ``list_runs``. Both
-child tables are ``WITHOUT ROWID``, clustered on their key, so appending is one B-tree insert and
-loading a history is one range scan. ``due`` reads a partial index on ``runs(wake_at, id)`` that
-holds only the runs with a ``wake_at``, so it never looks at runs that are not due.
+The schema, every statement and the contract's logic live in :mod:`heron.stores._sql`, shared
+with ``LibSQLStore`` (one SQL module, two transports); this module is the local transport,
+:class:`SqliteConnection`, and the store that uses it. A run is a row of ``runs`` (the header),
+rows of ``checkpoints`` keyed by ``(run_id, seq)`` and rows of ``signals`` keyed by
+``(run_id, id)``; ``run_tags`` indexes tags for ``list_runs``. Both child tables are ``WITHOUT
+ROWID``, clustered on their key, so appending is one B-tree insert and loading a history is one
+range scan. ``due`` reads a partial index on ``runs(wake_at, id)`` that holds only the runs with
+a ``wake_at``, so it never looks at runs that are not due; ``load`` reads a run's pending
+signals from a partial index that leaves consumed ones out.
 
 Durability. The database runs in WAL mode. With ``synchronous=NORMAL`` (the default) a commit
 appends to the WAL without an fsync: a killed process loses nothing, but a power loss or kernel
@@ -18,8 +22,8 @@ Why statements run inline. A write here costs about 10-20 µs, while handing a c
 (``run_in_executor``/``to_thread``) and back costs about 130 µs, so a thread would make every
 step several times slower. Statements therefore run on the event loop thread. They must never
 block it for long, so the connection's own busy timeout is 0: when another process holds the
-write lock, SQLite fails at once with "database is locked", and :meth:`SqliteStore._call`
-(the one helper every method goes through) rolls back, ``await``-s a short jittered sleep
+write lock, SQLite fails at once with "database is locked", and :meth:`SqliteConnection._call`
+(the one helper every statement goes through) rolls back, ``await``-s a short jittered sleep
 (1 ms growing to 50 ms) and tries again, until ``busy_timeout`` seconds have passed; then it
 raises :class:`~heron.stores.contract.StoreError` naming the run. No ``await`` happens while a
 transaction is open, so on one event loop every method is one indivisible step, as in
@@ -27,8 +31,10 @@ transaction is open, so on one event loop every method is one indivisible step, 
 off).
 
 The connection is opened on first use, never at import or construction time; with
-``auto_schema`` (the default) the schema is created then too. ``PRAGMA user_version`` records the
-schema version for future migrations.
+``auto_schema`` (the default) the schema is created (or migrated) then too. The schema version
+is in the ``heron_schema`` table and, for tools and older Heron versions, ``PRAGMA
+user_version``: a database written by Heron 0.2 (version 1) is migrated on first use, by adding
+columns and indexes only (:mod:`heron.stores._sql`).
 """
 
 from __future__ import annotations
@@ -40,194 +46,27 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from heron.stores.contract import (
-    TERMINAL_STATUSES,
-    Checkpoint,
-    Conflict,
-    Loaded,
-    Run,
-    RunPage,
-    RunQuery,
-    SchemaMissing,
-    Signal,
-    StoreError,
-    WorkflowStore,
-    decode_cursor,
-    dumps,
-    loads,
+from heron.stores._sql import (
+    Database,
+    Result,
+    SqlError,
+    SqlStore,
+    Statement,
+    classify,
 )
+from heron.stores.contract import StoreError
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteConnection", "SqliteStore"]
 
 T = TypeVar("T")
 Transaction = Literal["read", "write"] | None
 
-SCHEMA_VERSION: Final = 1
 _SYNCHRONOUS: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _BACKOFF_FIRST: Final = 0.001
 _BACKOFF_MAX: Final = 0.05
-
-# -- schema ------------------------------------------------------------------------------------
-
-_TABLES: Final = ("runs", "checkpoints", "signals", "run_tags")
-
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS runs (
-        id TEXT PRIMARY KEY,
-        workflow TEXT NOT NULL,
-        version TEXT NOT NULL,
-        status TEXT NOT NULL,
-        input TEXT NOT NULL,
-        output TEXT NOT NULL,
-        error TEXT NOT NULL,
-        parent_id TEXT,
-        tags TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        wake_at REAL,
-        revision INTEGER NOT NULL,
-        engine TEXT NOT NULL,
-        lease_token TEXT,
-        lease_expires_at REAL
-    )""",
-    """CREATE TABLE IF NOT EXISTS checkpoints (
-        run_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        name TEXT NOT NULL,
-        value TEXT,
-        error TEXT,
-        at REAL NOT NULL,
-        attempts INTEGER NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS signals (
-        run_id TEXT NOT NULL,
-        id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        payload TEXT,
-        at REAL NOT NULL,
-        PRIMARY KEY (run_id, id)
-    ) WITHOUT ROWID""",
-    # One row per (tag, run); created_at is copied from the run so that a tag filter walks this
-    # table newest first and stops after one page.
-    """CREATE TABLE IF NOT EXISTS run_tags (
-        tag TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        run_id TEXT NOT NULL,
-        PRIMARY KEY (tag, created_at, run_id)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS run_tags_by_run ON run_tags (run_id)",
-    # Partial: only runs that have a wake_at are in it, so due() costs what is due, not what exists.
-    "CREATE INDEX IF NOT EXISTS runs_due ON runs (wake_at, id) WHERE wake_at IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at, id)",
-    "CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow, created_at, id)",
-    "CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_at, id)",
-    "CREATE INDEX IF NOT EXISTS runs_parent ON runs (parent_id, created_at, id)"
-    " WHERE parent_id IS NOT NULL",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
-
-_SQL_USER_VERSION: Final = "PRAGMA user_version"
-_SQL_TABLES: Final = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?, ?)"
-
-# -- statements (sqlite3 caches prepared statements by their text) -----------------------------
-
-_RUN_COLUMNS: Final = tuple(Run(id="", workflow="").header_fields())
-_RUN_SELECT: Final = ", ".join(_RUN_COLUMNS)
-_TERMINAL_SQL: Final = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
-
-_SQL_CREATE: Final = (
-    f"INSERT OR IGNORE INTO runs ({_RUN_SELECT}) "
-    f"VALUES ({', '.join(':' + c for c in _RUN_COLUMNS)})"
-)
-_SQL_TAG_INSERT: Final = "INSERT OR IGNORE INTO run_tags (tag, created_at, run_id) VALUES (?, ?, ?)"
-_SQL_TAG_DELETE: Final = "DELETE FROM run_tags WHERE run_id = ?"
-
-_SQL_LOAD_RUN: Final = f"SELECT {_RUN_SELECT} FROM runs WHERE id = ?"
-_SQL_LOAD_CHECKPOINTS: Final = (
-    "SELECT seq, kind, name, value, error, at, attempts FROM checkpoints "
-    "WHERE run_id = ? ORDER BY seq"
-)
-_SQL_LOAD_SIGNALS: Final = (
-    "SELECT id, name, payload, at FROM signals WHERE run_id = ? ORDER BY at, id"
-)
-
-# Create-only, and only under an existing run: one statement, so a concurrent delete cannot
-# slip in between the existence check and the insert.
-_SQL_APPEND: Final = (
-    "INSERT INTO checkpoints (run_id, seq, kind, name, value, error, at, attempts) "
-    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1)"
-)
-
-_SQL_SAVE_READ: Final = (
-    "SELECT tags, created_at, lease_token, lease_expires_at FROM runs WHERE id = ?"
-)
-_SQL_SAVE: Final = (
-    "UPDATE runs SET "
-    + ", ".join(
-        f"{c} = :{c}"
-        for c in _RUN_COLUMNS
-        if c not in ("id", "revision", "lease_token", "lease_expires_at")
-    )
-    + ", revision = revision + 1 WHERE id = :id AND revision = :revision"
-)
-
-_SQL_SIGNAL_INSERT: Final = (
-    "INSERT OR IGNORE INTO signals (run_id, id, name, payload, at) "
-    "SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1)"
-)
-_SQL_SIGNAL_WAKE: Final = (
-    "UPDATE runs SET wake_at = CASE"
-    f" WHEN status IN ({_TERMINAL_SQL}) THEN wake_at"
-    " WHEN wake_at IS NULL THEN ?2"
-    " ELSE min(wake_at, ?2) END,"
-    " revision = revision + 1 WHERE id = ?1"
-)
-_SQL_EXISTS: Final = "SELECT 1 FROM runs WHERE id = ?"
-
-_SQL_DUE: Final = (
-    "SELECT id FROM runs WHERE wake_at IS NOT NULL AND wake_at <= ? ORDER BY wake_at, id LIMIT ?"
-)
-
-_SQL_DELETE: Final = (
-    "DELETE FROM checkpoints WHERE run_id = ?",
-    "DELETE FROM signals WHERE run_id = ?",
-    _SQL_TAG_DELETE,
-    "DELETE FROM runs WHERE id = ?",
-)
-
-# Two executors may try to take the same lease at the same moment:
-#
-#   executor A: acquire(r, "a")            executor B: acquire(r, "b")
-#   UPDATE ... WHERE lease is free  -> 1    UPDATE ... WHERE lease is free  -> 0
-#
-# SQLite runs one write at a time, and the condition is re-evaluated by the UPDATE itself, so the
-# second UPDATE sees the first one's token and an unexpired lease and matches no row. Reading the
-# lease first and writing it after (check-then-set) would let both see it free and both win.
-# The lease is free when it has no expiry or has expired; its own holder may always renew it.
-_SQL_ACQUIRE: Final = (
-    "UPDATE runs SET lease_token = ?1, lease_expires_at = ?2, wake_at = ?2"
-    f" WHERE id = ?3 AND status NOT IN ({_TERMINAL_SQL})"
-    " AND (lease_expires_at IS NULL OR lease_expires_at <= ?4 OR lease_token = ?1)"
-)
-_SQL_RELEASE: Final = (
-    "UPDATE runs SET lease_token = NULL, lease_expires_at = NULL WHERE id = ? AND lease_token = ?"
-)
-
-# list_runs: a constant select, then filter fragments in a fixed order, so the few shapes a
-# caller can produce each stay one cached statement. With a tag, run_tags drives the join
-# (CROSS JOIN fixes the order) and its (tag, created_at, run_id) key gives newest-first order.
-_SQL_LIST: Final = f"SELECT {_RUN_SELECT} FROM runs"
-_SQL_LIST_BY_TAG: Final = (
-    "SELECT "
-    + ", ".join(f"runs.{c}" for c in _RUN_COLUMNS)
-    + " FROM run_tags CROSS JOIN runs ON runs.id = run_tags.run_id"
-)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -247,12 +86,173 @@ def _parse_bool(name: str, text: str) -> bool:
     raise ValueError(f"sqlite store URL option {name}={text!r} is not a boolean")
 
 
-class SqliteStore(WorkflowStore):
+def _rows(cursor: sqlite3.Cursor) -> Result:
+    rows = cursor.fetchall()
+    return Result(rows, max(cursor.rowcount, 0))
+
+
+class SqliteConnection:
+    """The local transport of :mod:`heron.stores._sql` (a :class:`~heron.stores._sql.Database`):
+    one stdlib :mod:`sqlite3` connection, opened on first use, statements run inline.
+
+    ``path`` is a file (made absolute) or ``":memory:"``. ``make_dirs`` creates a missing parent
+    directory (``SqliteStore``'s default ``.heron/``); without it a missing directory raises
+    :class:`~heron.stores.contract.StoreError` saying so. ``connect`` replaces :meth:`open` as
+    the way every call gets the connection (a store's hook; it must return :meth:`open`'s).
+    """
+
+    pragmas = True
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
+        make_dirs: bool = True,
+        connect: Callable[[], sqlite3.Connection] | None = None,
+    ) -> None:
+        self.file = path if path == ":memory:" else os.path.abspath(path)
+        self.where = f"SQLite database {self.file}"
+        self.synchronous = synchronous
+        self.busy_timeout = float(busy_timeout)
+        self.make_dirs = make_dirs
+        self._connect = connect or self.open
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def open(self) -> sqlite3.Connection:
+        """The connection, opened now if it is not yet (WAL, busy timeout 0)."""
+        if self._closed:
+            raise StoreError(f"the store on {self.where} is closed")
+        conn = self._conn
+        if conn is None:
+            if self.file != ":memory:":
+                directory = os.path.dirname(self.file)
+                if self.make_dirs:
+                    os.makedirs(directory, exist_ok=True)
+                elif not os.path.isdir(directory):
+                    raise StoreError(
+                        f"cannot open {self.where}: the directory {directory} does not exist "
+                        "(create it first)"
+                    )
+            try:
+                conn = sqlite3.connect(
+                    self.file,
+                    timeout=0,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    cached_statements=256,
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open {self.where}: {exc}") from exc
+            try:
+                conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                conn.execute("PRAGMA journal_mode = WAL")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return conn
+
+    async def _call(
+        self,
+        op: str,
+        run_id: str | None,
+        fn: Callable[[sqlite3.Connection], T],
+        tx: Transaction = None,
+    ) -> T:
+        """Run ``fn`` on the connection, inline, inside ``tx``; retry while the file is locked.
+
+        ``tx`` is ``None`` (one autocommit statement), ``"read"`` (``BEGIN``: one snapshot for
+        several reads) or ``"write"`` (``BEGIN IMMEDIATE``: take the write lock up front, so the
+        transaction cannot fail half way with a busy upgrade). ``fn`` may run more than once, so
+        it must do nothing but execute statements. It never awaits, so nothing else on this
+        event loop runs while a transaction is open.
+        """
+        deadline: float | None = None
+        delay = _BACKOFF_FIRST
+        while True:
+            try:
+                with self._lock:
+                    conn = self._connect()
+                    try:
+                        if tx is None:
+                            return fn(conn)
+                        conn.execute("BEGIN IMMEDIATE" if tx == "write" else "BEGIN")
+                        result = fn(conn)
+                        conn.execute("COMMIT")
+                        return result
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+            except sqlite3.Error as exc:
+                if not (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
+                    raise self._error(op, run_id, exc) from exc
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.busy_timeout
+                if now >= deadline:
+                    what = f"run {run_id!r}" if run_id is not None else "the store"
+                    raise StoreError(
+                        f"{self.where} stayed locked for {self.busy_timeout:g}s; "
+                        f"gave up on {op} of {what}",
+                        run_id=run_id,
+                    ) from exc
+                await asyncio.sleep(min(delay * (0.5 + random.random()), deadline - now))
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _error(self, op: str, run_id: str | None, exc: sqlite3.Error) -> SqlError:
+        what = f" (run {run_id!r})" if run_id is not None else ""
+        return classify(str(exc))(
+            f"SQLite error in {self.file}, {op}{what}: {exc}",
+            run_id=run_id,
+            code=getattr(exc, "sqlite_errorname", None),
+        )
+
+    async def execute(self, op: str, run_id: str | None, sql: str, args: Sequence[Any]) -> Result:
+        return await self._call(op, run_id, lambda conn: _rows(conn.execute(sql, args)))
+
+    async def transaction(
+        self, op: str, run_id: str | None, statements: Sequence[Statement], *, write: bool
+    ) -> list[Result]:
+        def fn(conn: sqlite3.Connection) -> list[Result]:
+            return [_rows(conn.execute(sql, args)) for sql, args in statements]
+
+        return await self._call(op, run_id, fn, "write" if write else "read")
+
+    async def each(self, op: str, statements: Sequence[Statement]) -> list[Result | SqlError]:
+        def one(sql: str, args: Sequence[Any]) -> Callable[[sqlite3.Connection], Result | SqlError]:
+            def fn(conn: sqlite3.Connection) -> Result | SqlError:
+                try:
+                    return _rows(conn.execute(sql, args))
+                except sqlite3.Error as exc:
+                    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                        raise
+                    return self._error(op, None, exc)
+
+            return fn
+
+        return [await self._call(op, None, one(sql, args)) for sql, args in statements]
+
+    async def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+
+class SqliteStore(SqlStore):
     """Runs in one SQLite database file (WAL), through one lazily opened connection.
 
     ``synchronous`` is SQLite's pragma (``NORMAL`` or ``FULL``, see the module docstring);
     ``busy_timeout`` is how long, in seconds, a call keeps retrying while another process holds
-    the database locked. ``path`` may be ``":memory:"`` (one private database per store).
+    the database locked. ``path`` may be ``":memory:"`` (one private database per store); a
+    missing parent directory is created.
     """
 
     def __init__(
@@ -270,22 +270,21 @@ class SqliteStore(WorkflowStore):
             )
         if not path:
             raise ValueError("SqliteStore needs a database path (or ':memory:')")
+        super().__init__(auto_schema=auto_schema)
         self.path = path
         self.synchronous = sync
-        self.auto_schema = auto_schema
         self.busy_timeout = float(busy_timeout)
-        self._file = path if path == ":memory:" else os.path.abspath(path)
-        self._conn: sqlite3.Connection | None = None
-        self._schema_ready = False
-        self._closed = False
-        self._lock = threading.Lock()
+        self._db = SqliteConnection(
+            path, synchronous=sync, busy_timeout=busy_timeout, connect=lambda: self._connect()
+        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteStore:
         """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:``.
 
         Query parameters: ``synchronous=normal|full|off``, ``auto_schema=true|false``,
-        ``busy_timeout=SECONDS``. Keyword ``options`` override them.
+        ``busy_timeout=SECONDS``. Keyword ``options`` override them. Raises ``ValueError`` for
+        a URL that is not one of these.
         """
         parts = urlsplit(url)
         if parts.scheme.lower() != "sqlite":
@@ -321,319 +320,12 @@ class SqliteStore(WorkflowStore):
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, synchronous={self.synchronous!r})"
 
-    # -- the connection and the one helper every method goes through ---------------------------
+    def _database(self) -> Database:
+        return self._db
 
     def _connect(self) -> sqlite3.Connection:
-        if self._closed:
-            raise StoreError(f"the SqliteStore for {self._file} is closed")
-        conn = self._conn
-        if conn is None:
-            if self._file != ":memory:":
-                os.makedirs(os.path.dirname(self._file), exist_ok=True)
-            conn = sqlite3.connect(
-                self._file,
-                timeout=0,
-                isolation_level=None,
-                check_same_thread=False,
-                cached_statements=256,
-            )
-            try:
-                conn.execute("PRAGMA busy_timeout = 0")
-                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-                conn.execute("PRAGMA journal_mode = WAL")
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return conn
-
-    def _prepare_schema(
-        self, conn: sqlite3.Connection, run_id: str | None, *, create: bool
-    ) -> None:
-        version = conn.execute(_SQL_USER_VERSION).fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"SQLite database {self._file} has Heron schema version {version}, newer than "
-                f"this Heron supports ({SCHEMA_VERSION}); upgrade Heron"
-            )
-        present = {row[0] for row in conn.execute(_SQL_TABLES, _TABLES)}
-        if version == SCHEMA_VERSION and present.issuperset(_TABLES):
-            return
-        if not create:
-            raise self._schema_missing(run_id)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _schema_missing(self, run_id: str | None) -> SchemaMissing:
-        return SchemaMissing(
-            f"the Heron tables do not exist in SQLite database {self._file}; "
-            "run `heron schema ensure` or `await store.ensure_schema()` "
-            "(or open the store with auto_schema=True)",
-            run_id=run_id,
-        )
-
-    async def _call(
-        self,
-        run_id: str | None,
-        op: Callable[[sqlite3.Connection], T],
-        tx: Transaction = None,
-        *,
-        create_schema: bool = False,
-    ) -> T:
-        """Run ``op`` on the connection, inline, inside ``tx``; retry while the file is locked.
-
-        ``tx`` is ``None`` (one autocommit statement), ``"read"`` (``BEGIN``: one snapshot for
-        several reads) or ``"write"`` (``BEGIN IMMEDIATE``: take the write lock up front, so the
-        transaction cannot fail half way with a busy upgrade). ``op`` may run more than once, so
-        it must do nothing but execute statements. It never awaits, so nothing else on this
-        event loop runs while a transaction is open.
-        """
-        deadline: float | None = None
-        delay = _BACKOFF_FIRST
-        while True:
-            try:
-                with self._lock:
-                    conn = self._connect()
-                    if create_schema or not self._schema_ready:
-                        self._prepare_schema(conn, run_id, create=create_schema or self.auto_schema)
-                        self._schema_ready = True
-                    if tx is None:
-                        try:
-                            return op(conn)
-                        except BaseException:
-                            if conn.in_transaction:
-                                conn.execute("ROLLBACK")
-                            raise
-                    try:
-                        conn.execute("BEGIN IMMEDIATE" if tx == "write" else "BEGIN")
-                        result = op(conn)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-                    return result
-            except sqlite3.Error as exc:
-                if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
-                    now = time.monotonic()
-                    if deadline is None:
-                        deadline = now + self.busy_timeout
-                    if now >= deadline:
-                        what = f"run {run_id!r}" if run_id is not None else "the store"
-                        raise StoreError(
-                            f"SQLite database {self._file} stayed locked for "
-                            f"{self.busy_timeout:g}s; gave up on {what}",
-                            run_id=run_id,
-                        ) from exc
-                    await asyncio.sleep(min(delay * (0.5 + random.random()), deadline - now))
-                    delay = min(delay * 2, _BACKOFF_MAX)
-                    continue
-                if "no such table" in str(exc):
-                    self._schema_ready = False
-                    raise self._schema_missing(run_id) from exc
-                what = f" (run {run_id!r})" if run_id is not None else ""
-                raise StoreError(
-                    f"SQLite error in {self._file}{what}: {exc}", run_id=run_id
-                ) from exc
-
-    # -- schema and lifecycle ----------------------------------------------------------------------
-
-    async def ensure_schema(self) -> None:
-        """Create the tables and indexes if they are missing (whatever ``auto_schema`` says)."""
-        await self._call(None, lambda conn: None, create_schema=True)
+        """The connection (opened on first use): the one place a subclass can instrument it."""
+        return self._db.open()
 
     async def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-
-    # -- runs ------------------------------------------------------------------------------------
-
-    async def create(self, run: Run) -> bool:
-        fields = run.header_fields()
-
-        def op(conn: sqlite3.Connection) -> bool:
-            if conn.execute(_SQL_CREATE, fields).rowcount != 1:
-                return False
-            _insert_tags(conn, run.id, run.tags, fields["created_at"])
-            return True
-
-        return await self._call(run.id, op, "write")
-
-    async def load(self, run_id: str) -> Loaded | None:
-        def op(conn: sqlite3.Connection) -> Loaded | None:
-            row = conn.execute(_SQL_LOAD_RUN, (run_id,)).fetchone()
-            if row is None:
-                return None
-            checkpoints = [
-                Checkpoint(
-                    seq=seq,
-                    kind=kind,
-                    name=name,
-                    value=loads(value),
-                    error=loads(error),
-                    at=at,
-                    attempts=attempts,
-                )
-                for seq, kind, name, value, error, at, attempts in conn.execute(
-                    _SQL_LOAD_CHECKPOINTS, (run_id,)
-                )
-            ]
-            signals = [
-                Signal(id=id_, name=name, payload=loads(payload), at=at)
-                for id_, name, payload, at in conn.execute(_SQL_LOAD_SIGNALS, (run_id,))
-            ]
-            return Loaded(run=_run(row), checkpoints=checkpoints, signals=signals)
-
-        return await self._call(run_id, op, "read")
-
-    async def append(self, run_id: str, checkpoint: Checkpoint) -> None:
-        cp = checkpoint
-        params = (
-            run_id,
-            cp.seq,
-            cp.kind,
-            cp.name,
-            dumps(cp.value),
-            None if cp.error is None else dumps(cp.error),
-            cp.at,
-            cp.attempts,
-        )
-
-        def op(conn: sqlite3.Connection) -> None:
-            try:
-                inserted = conn.execute(_SQL_APPEND, params).rowcount
-            except sqlite3.IntegrityError:
-                raise Conflict(
-                    f"run {run_id!r} already has seq {cp.seq} ({cp.kind} {cp.name!r})",
-                    run_id=run_id,
-                ) from None
-            if inserted != 1:
-                raise Conflict(f"run {run_id!r} does not exist", run_id=run_id)
-
-        await self._call(run_id, op)
-
-    async def save(self, run: Run) -> Run:
-        fields = run.header_fields()
-
-        def op(conn: sqlite3.Connection) -> Run:
-            stored = conn.execute(_SQL_SAVE_READ, (run.id,)).fetchone()
-            # The conditional UPDATE is what decides; the read before it (under the same write
-            # lock) only supplies the lease to return and tells whether the tag rows change.
-            if stored is None or conn.execute(_SQL_SAVE, fields).rowcount != 1:
-                raise Conflict(
-                    f"run {run.id!r} changed since revision {run.revision}", run_id=run.id
-                )
-            tags, created_at, lease_token, lease_expires_at = stored
-            if tags != fields["tags"] or created_at != fields["created_at"]:
-                conn.execute(_SQL_TAG_DELETE, (run.id,))
-                _insert_tags(conn, run.id, run.tags, fields["created_at"])
-            return replace(
-                run.copy(),
-                revision=run.revision + 1,
-                lease_token=lease_token,
-                lease_expires_at=lease_expires_at,
-            )
-
-        return await self._call(run.id, op, "write")
-
-    async def signal(self, run_id: str, signal: Signal) -> bool:
-        params = (run_id, signal.id, signal.name, dumps(signal.payload), signal.at)
-
-        def op(conn: sqlite3.Connection) -> bool:
-            if conn.execute(_SQL_SIGNAL_INSERT, params).rowcount == 1:
-                conn.execute(_SQL_SIGNAL_WAKE, (run_id, signal.at))
-                return True
-            # Nothing inserted: the run is missing (False) or the signal id is buffered (True).
-            return conn.execute(_SQL_EXISTS, (run_id,)).fetchone() is not None
-
-        return await self._call(run_id, op, "write")
-
-    async def due(self, now: float, limit: int) -> list[str]:
-        def op(conn: sqlite3.Connection) -> list[str]:
-            return [row[0] for row in conn.execute(_SQL_DUE, (now, max(limit, 0)))]
-
-        return await self._call(None, op)
-
-    async def delete(self, run_id: str) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            for statement in _SQL_DELETE:
-                conn.execute(statement, (run_id,))
-
-        await self._call(run_id, op, "write")
-
-    async def list_runs(self, query: RunQuery) -> RunPage:
-        tagged = query.tag is not None
-        # Time and cursor conditions go on the driving table, so its index serves them.
-        key = "run_tags.created_at" if tagged else "runs.created_at"
-        key_id = "run_tags.run_id" if tagged else "runs.id"
-        where: list[str] = []
-        params: list[Any] = []
-        for condition, value in (
-            ("run_tags.tag = ?", query.tag),
-            ("runs.workflow = ?", query.workflow),
-            ("runs.status = ?", query.status),
-            ("runs.parent_id = ?", query.parent_id),
-            (f"{key} >= ?", query.created_after),
-            (f"{key} < ?", query.created_before),
-        ):
-            if value is not None:
-                where.append(condition)
-                params.append(value)
-        if query.cursor:
-            where.append(f"({key}, {key_id}) < (?, ?)")
-            params.extend(decode_cursor(query.cursor))
-        sql = _SQL_LIST_BY_TAG if tagged else _SQL_LIST
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {key} DESC, {key_id} DESC LIMIT ?"
-        params.append(max(query.limit, 0) + 1)
-
-        def op(conn: sqlite3.Connection) -> list[Run]:
-            return [_run(row) for row in conn.execute(sql, params)]
-
-        return self._page(await self._call(None, op), query)
-
-    # -- the lease -------------------------------------------------------------------------------
-
-    async def acquire(
-        self,
-        run_id: str,
-        token: str,
-        ttl: float,
-        *,
-        now: float | None = None,
-        due_only: bool = False,
-    ) -> bool:
-        now = self._now(now)
-        params = (token, now + ttl, run_id, now)
-        sql = _SQL_ACQUIRE + (" AND wake_at IS NOT NULL AND wake_at <= ?4" if due_only else "")
-
-        def op(conn: sqlite3.Connection) -> bool:
-            return conn.execute(sql, params).rowcount == 1
-
-        return await self._call(run_id, op)
-
-    async def release(self, run_id: str, token: str) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(_SQL_RELEASE, (run_id, token))
-
-        await self._call(run_id, op)
-
-
-def _run(row: Sequence[Any]) -> Run:
-    return Run.from_fields(dict(zip(_RUN_COLUMNS, row, strict=True)))
-
-
-def _insert_tags(conn: sqlite3.Connection, run_id: str, tags: list[str], created_at: Any) -> None:
-    if tags:
-        conn.executemany(_SQL_TAG_INSERT, [(tag, created_at, run_id) for tag in tags])
+        await self._db.close()

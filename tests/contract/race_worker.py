@@ -54,7 +54,8 @@ async def execute_once(store: WorkflowStore, run_id: str) -> dict[str, Any] | No
 
 async def signal_once(store: WorkflowStore, run_id: str, i: int, label: str) -> tuple[str, float]:
     signal = Signal(id=f"{label}-{i}", name="go", payload={"i": i}, at=T0 + 1 + i)
-    assert await store.signal(run_id, signal)
+    # more signals than the default cap on pending ones: the race, not the cap, is under test
+    assert await store.signal(run_id, signal, max_pending=100_000)
     return signal.id, signal.at
 
 

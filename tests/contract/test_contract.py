@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from heron.stores import (
+    Acquired,
     Checkpoint,
     Conflict,
     Loaded,
@@ -27,6 +28,7 @@ from heron.stores import (
     RunQuery,
     SchemaMissing,
     Signal,
+    TooManySignals,
     WorkflowStore,
     open_store,
 )
@@ -310,7 +312,7 @@ async def test_save_leaves_the_lease_fields_alone(store: WorkflowStore) -> None:
     stored = await header(store)
     assert stored.status == "waiting"
     assert (stored.lease_token, stored.lease_expires_at) == ("executor-a", T0 + TTL)
-    assert await store.acquire("run-1", "someone-else", TTL, now=T0 + 1) is False
+    assert await store.acquire("run-1", "someone-else", TTL, now=T0 + 1) == Acquired.NO
 
 
 async def test_save_of_a_missing_run_conflicts(store: WorkflowStore) -> None:
@@ -527,7 +529,7 @@ async def test_list_runs_of_an_empty_store(store: WorkflowStore) -> None:
     assert page.next_cursor is None
 
 
-async def test_list_runs_is_newest_first_with_whole_headers(store: WorkflowStore) -> None:
+async def test_list_runs_is_newest_first_with_summaries(store: WorkflowStore) -> None:
     runs = [
         make_run(f"run-{i}", created_at=T0 + offset, input={"i": i, "s": "é"}, tags=[f"t{i}"])
         for i, offset in enumerate([3, 1, 4, 2])
@@ -537,7 +539,10 @@ async def test_list_runs_is_newest_first_with_whole_headers(store: WorkflowStore
 
     page = await store.list_runs(RunQuery())
 
-    assert page.runs == sorted(runs, key=lambda r: r.created_at, reverse=True)
+    # summaries: no input or output is read to answer a list
+    assert page.runs == [
+        r.summary() for r in sorted(runs, key=lambda r: r.created_at, reverse=True)
+    ]
     assert page.next_cursor is None
 
 
@@ -648,13 +653,194 @@ async def test_list_runs_with_an_invalid_cursor_raises_value_error(
         await population.list_runs(RunQuery(cursor=cursor))
 
 
+# -- consuming signals, the pending cap ----------------------------------------------------------
+
+
+def consumed_by(seq: int, signal: Signal, **fields: Any) -> Checkpoint:
+    """The checkpoint a workflow writes when it consumes ``signal`` at ``seq``."""
+    value = {"id": signal.id, "payload": signal.payload}
+    return Checkpoint(seq=seq, kind="signal", name=signal.name, value=value, at=T0 + seq, **fields)
+
+
+async def test_a_consumed_signal_no_longer_loads_and_still_deduplicates(
+    store: WorkflowStore,
+) -> None:
+    await store.create(make_run(status="waiting"))
+    first = Signal(id="s-1", name="approved", payload={"by": "ops"}, at=T0)
+    second = Signal(id="s-2", name="approved", payload={"by": "qa"}, at=T0 + 1)
+    await store.signal("run-1", first)
+    await store.signal("run-1", second)
+
+    # when the workflow consumes the first one
+    await store.append("run-1", consumed_by(0, first), consumes="s-1")
+
+    # then only the second is pending; the checkpoint holds the first's payload
+    loaded = await load(store)
+    assert loaded.signals == [second]
+    assert loaded.checkpoints == [consumed_by(0, first)]
+    # and sending the consumed id again changes nothing
+    revision = loaded.run.revision
+    assert await store.signal("run-1", first) is True
+    assert (await load(store)).signals == [second]
+    assert (await header(store)).revision == revision
+
+
+@pytest.mark.parametrize("missing", ["never-sent", "s-1"])
+async def test_consuming_a_signal_that_is_not_pending_conflicts_and_writes_nothing(
+    store: WorkflowStore, missing: str
+) -> None:
+    await store.create(make_run(status="waiting"))
+    signal = Signal(id="s-1", name="go", at=T0)
+    await store.signal("run-1", signal)
+    await store.append("run-1", consumed_by(0, signal), consumes="s-1")
+
+    with pytest.raises(Conflict):
+        await store.append("run-1", step(1), consumes=missing)
+
+    assert [cp.seq for cp in (await load(store)).checkpoints] == [0]
+
+
+async def test_a_run_holds_at_most_max_pending_signals(store: WorkflowStore) -> None:
+    await store.create(make_run(status="waiting"))
+    for i in range(3):
+        await store.signal("run-1", Signal(id=f"s-{i}", name="x", at=T0 + i), max_pending=3)
+    revision = (await header(store)).revision
+
+    # when a fourth arrives, it is refused and nothing changes
+    with pytest.raises(TooManySignals) as refused:
+        await store.signal("run-1", Signal(id="s-3", name="x", at=T0 + 3), max_pending=3)
+
+    assert refused.value.run_id == "run-1" and refused.value.limit == 3
+    assert [s.id for s in (await load(store)).signals] == ["s-0", "s-1", "s-2"]
+    assert (await header(store)).revision == revision
+    # a duplicate of one it holds is still fine, and consuming one makes room
+    assert await store.signal("run-1", Signal(id="s-0", name="x", at=T0), max_pending=3)
+    await store.append("run-1", consumed_by(0, Signal(id="s-0", name="x")), consumes="s-0")
+    assert await store.signal("run-1", Signal(id="s-3", name="x", at=T0 + 3), max_pending=3)
+    assert [s.id for s in (await load(store)).signals] == ["s-1", "s-2", "s-3"]
+
+
+async def test_a_checkpoint_keeps_its_order_and_its_encoded_value(store: WorkflowStore) -> None:
+    await store.create(make_run())
+    encoded = Checkpoint(seq=0, kind="step", name="a", value={"x": [1, "é"]}, order=1)
+    encoded = replace(encoded, encoded='{"x":[1,"é"]}')
+
+    await store.append("run-1", encoded)
+    await store.append("run-1", step(1, order=0))
+
+    loaded = await load(store)
+    assert loaded.checkpoints == [encoded, step(1, order=0)]
+    assert loaded.checkpoints[0].value == {"x": [1, "é"]}
+    assert [cp.order for cp in loaded.checkpoints] == [1, 0]
+
+
+# -- rewind -----------------------------------------------------------------------------------
+
+
+async def rewind_fixture(store: WorkflowStore) -> tuple[Run, list[Signal]]:
+    """A failed run: steps 0-1, a signal consumed at 2, a patch decided at 3, step 3 failed,
+    one signal still pending."""
+    await store.create(make_run(status="running", wake_at=T0))
+    signals = [Signal(id=f"s-{i}", name="go", payload={"i": i}, at=T0 + i) for i in range(2)]
+    for signal in signals:
+        await store.signal("run-1", signal)
+    await store.append("run-1", step(0, value="a"))
+    await store.append("run-1", step(1, value="b"))
+    await store.append("run-1", consumed_by(2, signals[0]), consumes="s-0")
+    await store.append("run-1", Checkpoint(seq=-1, kind="patch", name="old", value=None))
+    await store.append("run-1", Checkpoint(seq=-2, kind="patch", name="early", value=1))
+    await store.append("run-1", Checkpoint(seq=-3, kind="patch", name="late", value=3))
+    await store.append("run-1", step(3, error={"type": "Boom", "message": "no"}))
+    run = await header(store)
+    run.status, run.error, run.wake_at = "failed", {"type": "StepFailed", "message": "no"}, None
+    return await store.save(run), signals
+
+
+async def test_rewind_drops_the_history_from_seq_and_restores_what_it_consumed(
+    store: WorkflowStore,
+) -> None:
+    failed, signals = await rewind_fixture(store)
+    retry = replace(failed, status="pending", error=None, wake_at=T0 + 10)
+
+    saved = await store.rewind(retry, 2)
+
+    loaded = await load(store)
+    assert saved.revision == failed.revision + 1
+    assert loaded.run == saved
+    assert [(cp.seq, cp.name) for cp in loaded.checkpoints] == [
+        (-2, "early"),
+        (-1, "old"),
+        (0, "step"),
+        (1, "step"),
+    ]
+    assert loaded.signals == signals  # s-0, consumed at seq 2, is pending again
+    assert await store.due(T0 + 10, 10) == ["run-1"]
+
+
+async def test_rewind_to_zero_without_restoring_signals_is_a_fresh_history(
+    store: WorkflowStore,
+) -> None:
+    failed, signals = await rewind_fixture(store)
+    fresh = replace(failed, status="pending", input={"n": 2}, error=None, wake_at=T0 + 1)
+
+    saved = await store.rewind(fresh, 0, restore_signals=False)
+
+    loaded = await load(store)
+    assert loaded.run == saved and loaded.run.input == {"n": 2}
+    assert loaded.checkpoints == []
+    assert loaded.signals == [signals[1]]  # s-0 stays consumed; s-1 carries over
+    # the history starts again at 0, and the consumed id still deduplicates
+    await store.append("run-1", step(0, value="again"))
+    assert await store.signal("run-1", signals[0]) is True
+    assert (await load(store)).signals == [signals[1]]
+
+
+async def test_a_signal_consumed_before_a_fresh_history_stays_consumed_through_later_rewinds(
+    store: WorkflowStore,
+) -> None:
+    failed, signals = await rewind_fixture(store)  # s-0 consumed at seq 2
+    fresh = await store.rewind(replace(failed, status="pending"), 0, restore_signals=False)
+    await store.append("run-1", consumed_by(0, signals[1]), consumes="s-1")
+    await store.append("run-1", step(1, value="x"))
+
+    await store.rewind(fresh, 0)  # restores what the new history consumed, and only that
+
+    assert [s.id for s in (await load(store)).signals] == ["s-1"]
+
+
+async def test_save_leaves_the_input_as_create_wrote_it(store: WorkflowStore) -> None:
+    await store.create(make_run(input={"order": 1}))
+    run = await header(store)
+
+    saved = await store.save(replace(run, input={"order": 2}, status="sleeping"))
+
+    assert (await header(store)).input == {"order": 1}
+    assert (await header(store)).status == "sleeping"
+    assert saved.revision == run.revision + 1
+
+
+async def test_rewind_with_a_stale_revision_conflicts_and_changes_nothing(
+    store: WorkflowStore,
+) -> None:
+    failed, _ = await rewind_fixture(store)
+    before = await load(store)
+    await store.signal("run-1", Signal(id="late", name="go", at=T0 + 5))  # bumps the revision
+
+    with pytest.raises(Conflict):
+        await store.rewind(replace(failed, status="pending"), 0)
+
+    after = await load(store)
+    assert after.checkpoints == before.checkpoints
+    assert after.run.status == "failed"
+
+
 # -- the lease --------------------------------------------------------------------------------
 
 
 async def test_acquire_a_free_lease(store: WorkflowStore) -> None:
     await store.create(make_run(status="pending", wake_at=T0 - 5))
 
-    assert await store.acquire("run-1", "a", TTL, now=T0) is True
+    assert await store.acquire("run-1", "a", TTL, now=T0) == Acquired.FREE
 
     run = await header(store)
     assert run.lease_token == "a"
@@ -667,7 +853,7 @@ async def test_acquire_a_live_lease_with_another_token_fails(store: WorkflowStor
     await store.acquire("run-1", "a", TTL, now=T0)
     before = await header(store)
 
-    assert await store.acquire("run-1", "b", TTL, now=T0 + TTL - 1) is False
+    assert await store.acquire("run-1", "b", TTL, now=T0 + TTL - 1) == Acquired.NO
 
     assert await header(store) == before
 
@@ -676,36 +862,36 @@ async def test_acquire_with_the_holders_token_renews(store: WorkflowStore) -> No
     await store.create(make_run(status="running"))
     await store.acquire("run-1", "a", TTL, now=T0)
 
-    assert await store.acquire("run-1", "a", TTL, now=T0 + 20) is True
+    assert await store.acquire("run-1", "a", TTL, now=T0 + 20) == Acquired.RENEWED
 
     run = await header(store)
     assert (run.lease_token, run.lease_expires_at, run.wake_at) == ("a", T0 + 50, T0 + 50)
-    assert await store.acquire("run-1", "b", TTL, now=T0 + 40) is False
+    assert await store.acquire("run-1", "b", TTL, now=T0 + 40) == Acquired.NO
 
 
 async def test_after_expiry_another_token_takes_the_lease(store: WorkflowStore) -> None:
     await store.create(make_run(status="running"))
     await store.acquire("run-1", "a", TTL, now=T0)
 
-    assert await store.acquire("run-1", "b", TTL, now=T0 + TTL + 1) is True
+    assert await store.acquire("run-1", "b", TTL, now=T0 + TTL + 1) == Acquired.TAKEN_OVER
 
     run = await header(store)
     assert (run.lease_token, run.lease_expires_at, run.wake_at) == ("b", T0 + 61, T0 + 61)
-    assert await store.acquire("run-1", "a", TTL, now=T0 + TTL + 2) is False
+    assert await store.acquire("run-1", "a", TTL, now=T0 + TTL + 2) == Acquired.NO
 
 
 @pytest.mark.parametrize("status", TERMINAL)
 async def test_acquire_on_a_terminal_run_fails(store: WorkflowStore, status: str) -> None:
     await store.create(make_run(status=status))
 
-    assert await store.acquire("run-1", "a", TTL, now=T0) is False
+    assert await store.acquire("run-1", "a", TTL, now=T0) == Acquired.NO
 
     run = await header(store)
     assert (run.lease_token, run.lease_expires_at, run.wake_at) == (None, None, None)
 
 
 async def test_acquire_on_a_missing_run_fails(store: WorkflowStore) -> None:
-    assert await store.acquire("no-such-run", "a", TTL, now=T0) is False
+    assert await store.acquire("no-such-run", "a", TTL, now=T0) == Acquired.NO
     assert await store.load("no-such-run") is None
     assert await store.due(T0 + 1000, 10) == []
 
@@ -718,7 +904,7 @@ async def test_release_with_the_wrong_token_does_nothing(store: WorkflowStore) -
     await store.release("run-1", "b")
 
     assert await header(store) == before
-    assert await store.acquire("run-1", "b", TTL, now=T0 + 1) is False
+    assert await store.acquire("run-1", "b", TTL, now=T0 + 1) == Acquired.NO
 
 
 async def test_release_frees_the_lease_and_leaves_wake_at(store: WorkflowStore) -> None:
@@ -730,7 +916,7 @@ async def test_release_frees_the_lease_and_leaves_wake_at(store: WorkflowStore) 
     run = await header(store)
     assert (run.lease_token, run.lease_expires_at) == (None, None)
     assert run.wake_at == T0 + TTL
-    assert await store.acquire("run-1", "b", TTL, now=T0 + 1) is True
+    assert await store.acquire("run-1", "b", TTL, now=T0 + 1) == Acquired.FREE
 
 
 async def test_release_of_a_missing_run_is_a_no_op(store: WorkflowStore) -> None:

@@ -14,7 +14,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,16 @@ from heron.runtime import Context
 from heron.runtime.testing import test_runtime
 from heron.stores import open_store
 from heron.stores.contract import (
+    Acquired,
     Checkpoint,
+    Conflict,
     PayloadTooLarge,
     Run,
+    RunQuery,
     SchemaMissing,
     Signal,
     StoreError,
+    TooManySignals,
 )
 from heron.stores.dynamodb import TABLE, DynamoDBStore, expired_run_ids, item_size
 from tests.moto_server import free_port
@@ -43,15 +48,19 @@ OpenStore = Callable[..., Awaitable[DynamoDBStore]]
 
 
 class Calls:
-    """Records every AWS call a store makes: ``(operation, parameters)``, in order."""
+    """Records every AWS call a store makes: ``(operation, parameters)``, in order, and the
+    replies of those that succeeded."""
 
     def __init__(self, store: DynamoDBStore) -> None:
         self.log: list[tuple[str, dict[str, Any]]] = []
+        self.replies: list[tuple[str, dict[str, Any]]] = []
         inner = store._call
 
         async def counted(operation: str, run_id: str | None, **params: Any) -> dict[str, Any]:
             self.log.append((operation, params))
-            return await inner(operation, run_id, **params)
+            reply = await inner(operation, run_id, **params)
+            self.replies.append((operation, reply))
+            return reply
 
         store._call = counted  # type: ignore[method-assign]
 
@@ -59,8 +68,15 @@ class Calls:
     def ops(self) -> Counter[str]:
         return Counter(operation for operation, _ in self.log)
 
+    @property
+    def index_entries_read(self) -> int:
+        """Index (and table) entries the queries evaluated, before any filter: what DynamoDB
+        charges a Query for."""
+        return sum(reply.get("ScannedCount", 0) for op, reply in self.replies if op == "query")
+
     def reset(self) -> None:
         self.log.clear()
+        self.replies.clear()
 
 
 @pytest.fixture
@@ -307,11 +323,17 @@ async def test_values_over_the_item_limit_go_to_s3_and_come_back(
 
     # and the items hold references to S3 objects, the small step stays inline
     stored = await items(raw, table, "run-1")
-    refs = {sk: item for sk, item in stored.items() if "M" in item.get("body", {})}
+    refs = {
+        sk: item
+        for sk, item in stored.items()
+        if any("M" in item.get(name, {}) for name in ("body", "payload"))
+    }
     assert len(refs) == 2 and "M" in stored["R"]["input"]
     assert all(item_size(item) < 2048 for item in stored.values())
     listed = await s3.list_objects_v2(Bucket=bucket, Prefix="run-1/")
-    assert len(listed["Contents"]) == 3  # the input, the checkpoint, the signal
+    # the checkpoint's, and one for the input and the signal's payload: the same JSON text,
+    # so the same content-addressed object
+    assert len(listed["Contents"]) == 2
 
     # when the run is deleted, its objects go too
     await store.delete("run-1")
@@ -622,3 +644,498 @@ def test_importing_the_store_does_not_import_the_aws_sdk() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# -- checkpoints, signals and the pending counter --------------------------------------------------
+
+
+def consumed_by(seq: int, signal: Signal) -> Checkpoint:
+    """The checkpoint a workflow writes when it consumes ``signal`` at ``seq``."""
+    value = {"id": signal.id, "payload": signal.payload}
+    return Checkpoint(seq=seq, kind="signal", name=signal.name, value=value, at=T0 + seq)
+
+
+async def test_a_checkpoint_item_holds_the_runtimes_encoding_and_no_defaults(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given a checkpoint whose value the runtime has already encoded (with its own spacing)
+    store = await open_ddb()
+    await store.create(make_run(status="running"))
+    encoded = replace(step(0, "charge", value={"x": 1}), encoded='{"x": 1}')
+
+    # when it is appended, with a plain step and a patch marker decided at seq 4
+    await store.append("run-1", encoded)
+    await store.append("run-1", step(1, "plain"))
+    await store.append("run-1", Checkpoint(seq=-1, kind="patch", name="fix", value=4))
+
+    # then the stored text is that encoding, verbatim, without seq (the key has it) nor any
+    # field at its default; a marker also carries the seq it was decided at, natively
+    stored = {sk[:1]: item for sk, item in (await items(raw, table, "run-1")).items()}
+    bodies = sorted(
+        item["body"]["S"] for sk, item in (await items(raw, table, "run-1")).items() if sk != "R"
+    )
+    assert bodies == [
+        '{"kind":"patch","name":"fix","at":0.0,"value":4}',
+        '{"kind":"step","name":"charge","at":1700000000.0,"value":{"x": 1}}',
+        '{"kind":"step","name":"plain","at":1700000001.0}',
+    ]
+    assert stored["P"]["decided"] == {"N": "4"}
+    loaded = await store.load("run-1")
+    assert loaded is not None and loaded.checkpoints[1].value == {"x": 1}
+
+
+async def test_a_consuming_append_is_one_transaction_a_plain_append_one_put_item(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given a waiting run with two buffered signals, loaded by its executor
+    store = await open_ddb()
+    await store.create(make_run(status="waiting"))
+    signal = Signal(id="s-1", name="approved", payload={"by": "ops", "note": "x" * 500}, at=T0)
+    await store.signal("run-1", signal)
+    await store.signal("run-1", Signal(id="s-2", name="approved", at=T0 + 1))
+    assert (await header_item(raw, table))["pending"] == {"N": "2"}
+    await store.load("run-1")
+    calls = Calls(store)
+
+    # when it commits a plain step, then a checkpoint that consumes s-1
+    await store.append("run-1", step(0))
+    plain = calls.ops
+    calls.reset()
+    await store.append("run-1", consumed_by(1, signal), consumes="s-1")
+
+    # then the plain step was one PutItem and the consuming one a single transaction of three
+    # writes: the checkpoint, the signal, the header's counter
+    assert plain == {"put_item": 1}
+    assert calls.ops == {"transact_write_items": 1}
+    (writes,) = [params["TransactItems"] for _, params in calls.log]
+    assert [next(iter(write)) for write in writes] == ["Put", "Update", "Update"]
+    # and the signal is a small tombstone: no payload, which history and seq consumed it
+    stored = await items(raw, table, "run-1")
+    tombstone = next(item for sk, item in stored.items() if sk.endswith("#s-1"))
+    assert "payload" not in tombstone and tombstone["consumed_by"] == {"N": "1"}
+    assert set(tombstone) == {"pk", "sk", "name", "at", "consumed_by", "consumed_in"}
+    assert item_size(tombstone) < 100
+    assert stored["R"]["pending"] == {"N": "1"}
+
+
+async def test_racing_signals_at_the_cap_store_exactly_the_cap(open_ddb: OpenStore) -> None:
+    # given two stores (two API processes) and runs that may hold 5 pending signals
+    first, second = await open_ddb(), await open_ddb()
+    for round_ in range(4):
+        run_id = f"run-{round_}"
+        await first.create(make_run(run_id, status="waiting"))
+        await first.signal(run_id, Signal(id="early", name="go", at=T0), max_pending=5)
+
+        # when 12 distinct signals race in through both stores at once
+        outcomes = await asyncio.gather(
+            *(
+                (first if i % 2 else second).signal(
+                    run_id, Signal(id=f"s-{i}", name="go", at=T0 + i), max_pending=5
+                )
+                for i in range(12)
+            ),
+            return_exceptions=True,
+        )
+
+        # then exactly 4 more were stored, the rest refused, and the counter says 5
+        assert outcomes.count(True) == 4, outcomes
+        assert all(isinstance(o, TooManySignals) for o in outcomes if o is not True), outcomes
+        loaded = await first.load(run_id)
+        assert loaded is not None and len(loaded.signals) == 5
+        assert loaded.run.revision == 5
+
+
+# -- list_runs: bounded pages for every filter -------------------------------------------------
+
+
+async def seed(raw: Any, table: str, store: DynamoDBStore, runs: list[Run]) -> None:
+    """Write ``runs`` with the items ``create`` writes, 25 to a BatchWriteItem: thousands of
+    conditional creates one by one would take minutes on moto."""
+    await store.ensure_schema()
+    written: list[dict[str, Any]] = []
+    for run in runs:
+        written.append({**store._header_item(run), "inc": {"S": "seeded"}})
+        written.extend(store._tag_items(run))
+    for start in range(0, len(written), 25):
+        requests = [{"PutRequest": {"Item": item}} for item in written[start : start + 25]]
+        await raw.batch_write_item(RequestItems={table: requests})
+
+
+def population(count: int, offset: int = 0) -> list[Run]:
+    """Runs of other tags and other parents, newer than the runs a test looks for."""
+    return [
+        make_run(
+            f"other-{offset + i:05}",
+            tags=[f"team-{i % 7}", "prod"],
+            parent_id=f"parent-{i % 13}",
+            created_at=T0 + 10_000 + offset + i,
+            input={"big": "x" * 2000},
+        )
+        for i in range(count)
+    ]
+
+
+@contextmanager
+def recording(store: DynamoDBStore) -> Iterator[Calls]:
+    """Records the store's calls while the block runs."""
+    inner = store._call
+    try:
+        yield Calls(store)
+    finally:
+        store._call = inner  # type: ignore[method-assign]
+
+
+async def page_cost(store: DynamoDBStore, query: RunQuery) -> tuple[list[str], Counter[str], int]:
+    with recording(store) as calls:
+        page = await store.list_runs(query)
+    return [run.id for run in page.runs], calls.ops, calls.index_entries_read
+
+
+@pytest.mark.parametrize(
+    "query",
+    [RunQuery(tag="vip", limit=10), RunQuery(parent_id="boss", limit=10)],
+    ids=["tag", "parent"],
+)
+async def test_a_page_filtered_by_tag_or_parent_costs_the_same_whatever_the_table_holds(
+    open_ddb: OpenStore, raw: Any, table: str, query: RunQuery
+) -> None:
+    # given 30 runs with the tag "vip" and the parent "boss", among 100 others
+    store = await open_ddb(shards=4)
+    wanted = [
+        make_run(f"want-{i:02}", tags=["vip"], parent_id="boss", created_at=T0 + i)
+        for i in range(30)
+    ]
+    await seed(raw, table, store, wanted + population(100))
+    expected = [f"want-{i:02}" for i in range(29, 19, -1)]
+    small = await page_cost(store, query)
+
+    # when the table grows by 3,000 runs of other tags and parents, newer than all of them
+    await seed(raw, table, store, population(3000, offset=100))
+    large = await page_cost(store, query)
+
+    # then the page, the calls and the index entries read are the same: one Query per shard
+    # of by_ref, reading at most limit + 1 entries each, and one BatchGetItem
+    assert small[0] == large[0] == expected
+    assert small[1] == large[1] == {"query": 4, "batch_get_item": 1}
+    assert small[2] == large[2] <= 4 * (query.limit + 1)
+
+
+async def test_a_page_reads_summaries_only(open_ddb: OpenStore, raw: Any, table: str) -> None:
+    store = await open_ddb()
+    await store.create(make_run(tags=["vip"], input={"big": "x" * 5000}, output=[1]))
+    calls = Calls(store)
+
+    page = await store.list_runs(RunQuery(tag="vip"))
+
+    assert [run.id for run in page.runs] == ["run-1"]
+    ((_, params),) = [(op, params) for op, params in calls.log if op == "batch_get_item"]
+    names = set(params["RequestItems"][table]["ExpressionAttributeNames"].values())
+    assert not names & {"input", "output", "engine"}
+    ((_, reply),) = [(op, reply) for op, reply in calls.replies if op == "batch_get_item"]
+    (got,) = reply["Responses"][table]
+    assert not set(got) & {"input", "output", "engine"}
+
+
+async def test_a_sparse_combined_filter_pages_in_bounded_steps(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given 6 completed runs tagged "rare", spread among 900 completed runs without the tag
+    store = await open_ddb(shards=2)
+    runs = [
+        make_run(
+            f"run-{i:04}",
+            status="completed",
+            tags=["rare"] if i % 150 == 7 else ["common"],
+            created_at=T0 + i,
+        )
+        for i in range(900)
+    ]
+    await seed(raw, table, store, runs)
+    expected = [run.id for run in reversed(runs) if "rare" in run.tags]
+
+    # when paging through status=completed and tag=rare (by_status, the tag a filter)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        with recording(store) as calls:
+            page = await store.list_runs(
+                RunQuery(status="completed", tag="rare", limit=10, cursor=cursor)
+            )
+        # then no page makes more than two queries per shard (100 entries each) ...
+        assert calls.ops["query"] <= 2 * 2
+        assert calls.index_entries_read <= 2 * 2 * 100
+        seen.extend(run.id for run in page.runs)
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+        assert pages < 20, "paging does not end"
+
+    # ... and the pages, shorter than the limit where the filter is sparse, hold every match
+    # exactly once, newest first
+    assert seen == expected
+    assert pages > 1
+
+
+async def test_a_save_that_changes_tags_moves_the_tag_items_with_it(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given a run tagged a and b
+    store = await open_ddb()
+    await store.create(make_run(tags=["a", "b"], status="running"))
+    run = (await store.load("run-1")).run  # type: ignore[union-attr]
+    calls = Calls(store)
+
+    # when a save keeps the tags, then one changes them to b and c
+    run = await store.save(replace(run, status="sleeping", wake_at=T0 + 5))
+    steady = calls.ops
+    calls.reset()
+    await store.save(replace(run, tags=["c", "b"]))
+
+    # then the first was one UpdateItem, the second one transaction with the tag items
+    assert steady == {"update_item": 1}
+    assert calls.ops == {"update_item": 1, "transact_write_items": 1}
+    tags = sorted(sk for sk in await items(raw, table, "run-1") if sk.startswith("T#"))
+    assert tags == ["T#b", "T#c"]
+    for tag, found in (("a", []), ("b", ["run-1"]), ("c", ["run-1"])):
+        assert [r.id for r in (await store.list_runs(RunQuery(tag=tag))).runs] == found
+
+
+# -- rewind ----------------------------------------------------------------------------------------
+
+
+async def long_history(store: DynamoDBStore, length: int) -> tuple[Run, list[Signal]]:
+    """A failed run: ``length`` steps, signals s-0..s-2 of which s-0 was consumed at 120 and
+    s-1 at 130, patch markers decided at 5 and at 140."""
+    await store.create(make_run(status="running"))
+    signals = [Signal(id=f"s-{i}", name="go", payload={"i": i}, at=T0 + i) for i in range(3)]
+    for signal in signals:
+        await store.signal("run-1", signal)
+    consumed = {120: signals[0], 130: signals[1]}
+    for seq in range(length):
+        if seq in consumed:
+            await store.append("run-1", consumed_by(seq, consumed[seq]), consumes=consumed[seq].id)
+        else:
+            await store.append("run-1", step(seq, value={"i": seq}))
+    await store.append("run-1", Checkpoint(seq=-1, kind="patch", name="early", value=5))
+    await store.append("run-1", Checkpoint(seq=-2, kind="patch", name="late", value=140))
+    loaded = await store.load("run-1")
+    assert loaded is not None
+    failed = replace(loaded.run, status="failed", error={"type": "Boom", "message": "no"})
+    return await store.save(failed), signals
+
+
+async def test_a_rewind_to_zero_switches_a_long_history_in_one_write(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given a run with 150 checkpoints, whose old history's cleanup will fail once
+    store = await open_ddb()
+    run, signals = await long_history(store, 150)
+    inner = store._call
+    calls = Calls(store)
+    recorded = store._call
+
+    async def throttled(operation: str, run_id: str | None, **params: Any) -> dict[str, Any]:
+        if operation == "batch_write_item":
+            raise StoreError("throttled", run_id=run_id)
+        return await recorded(operation, run_id, **params)
+
+    store._call = throttled  # type: ignore[method-assign]
+
+    # when it continues as new: a rewind to 0 that keeps consumed signals consumed
+    fresh = replace(run, status="pending", input={"n": 2}, error=None, wake_at=T0)
+    saved = await store.rewind(fresh, 0, restore_signals=False)
+
+    # then the switch was one conditional UpdateItem, no transaction, whatever the length
+    writes = [op for op, _ in calls.log if op not in ("get_item", "query", "batch_write_item")]
+    assert writes == ["update_item"]
+    # and the old history is invisible at once, though its items are still there
+    loaded = await store.load("run-1")
+    assert loaded is not None and loaded.checkpoints == [] and loaded.run == saved
+    assert [s.id for s in loaded.signals] == ["s-2"]
+    assert sum(sk.startswith(("C#", "P#")) for sk in await items(raw, table, "run-1")) == 152
+    # and the new history starts at 0 under its own keys
+    store._call = inner  # type: ignore[method-assign]
+    await store.append("run-1", step(0, "again"))
+    assert [cp.name for cp in (await store.load("run-1")).checkpoints] == ["again"]  # type: ignore[union-attr]
+
+    # when the next continue_as_new comes, it cleans every older history
+    again = await store.rewind(replace(saved, input={"n": 3}), 0, restore_signals=False)
+    assert [sk for sk in await items(raw, table, "run-1") if sk.startswith(("C#", "P#"))] == []
+    assert (await store.load("run-1")).run == again  # type: ignore[union-attr]
+
+
+async def test_a_rewind_of_more_than_a_transaction_goes_in_chunks_and_can_be_redone(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given a failed run of 250 checkpoints, to be retried from seq 10 (240 writes to drop)
+    store = await open_ddb()
+    failed, signals = await long_history(store, 250)
+    retry = replace(failed, status="pending", error=None, wake_at=T0 + 10)
+    inner = store._call
+    sizes: list[int] = []
+
+    async def interrupted(operation: str, run_id: str | None, **params: Any) -> dict[str, Any]:
+        if operation == "transact_write_items":
+            sizes.append(len(params["TransactItems"]))
+            if len(sizes) == 3:
+                raise StoreError("the process died", run_id=run_id)
+        return await inner(operation, run_id, **params)
+
+    store._call = interrupted  # type: ignore[method-assign]
+
+    # when the rewind is interrupted after two of its transactions
+    with pytest.raises(StoreError):
+        await store.rewind(retry, 10)
+
+    # then the run is a shorter history of itself: a prefix of its checkpoints, each signal
+    # either recorded or pending (never both), the header untouched
+    halfway = await store.load("run-1")
+    assert halfway is not None and halfway.run == failed
+    seqs = [cp.seq for cp in halfway.checkpoints if cp.seq >= 0]
+    assert seqs == list(range(len(seqs))) and 10 < len(seqs) < 250
+    recorded = {cp.value["id"] for cp in halfway.checkpoints if cp.kind == "signal"}
+    assert recorded.isdisjoint(s.id for s in halfway.signals)
+    assert recorded | {s.id for s in halfway.signals} == {"s-0", "s-1", "s-2"}
+
+    # when it is done again, to the end
+    saved = await store.rewind(retry, 10)
+
+    # then it took several transactions in all, each within DynamoDB's 100 items
+    assert len(sizes) >= 4 and max(sizes) <= 100
+    loaded = await store.load("run-1")
+    assert loaded is not None and loaded.run == saved
+    assert saved.revision == failed.revision + 1
+    assert [(cp.seq, cp.name) for cp in loaded.checkpoints] == [(-1, "early")] + [
+        (seq, "step") for seq in range(10)
+    ]
+    assert loaded.signals == signals
+    assert (await header_item(raw, table))["pending"] == {"N": "3"}
+
+
+async def test_a_rewind_with_a_stale_revision_writes_nothing(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    store = await open_ddb()
+    failed, _ = await long_history(store, 120)
+    await store.signal("run-1", Signal(id="late", name="go", at=T0))  # bumps the revision
+    before = await items(raw, table, "run-1")
+
+    with pytest.raises(Conflict):
+        await store.rewind(replace(failed, status="pending"), 5)
+
+    assert await items(raw, table, "run-1") == before
+
+
+# -- the lease -------------------------------------------------------------------------------------
+
+
+async def test_acquire_learns_the_previous_holder_from_its_one_write(open_ddb: OpenStore) -> None:
+    store = await open_ddb()
+    await store.create(make_run(status="pending", wake_at=T0))
+    calls = Calls(store)
+
+    got = [
+        await store.acquire("run-1", "a", 30, now=T0),
+        await store.acquire("run-1", "a", 30, now=T0 + 10),
+        await store.acquire("run-1", "b", 30, now=T0 + 100),
+    ]
+
+    assert got == [Acquired.FREE, Acquired.RENEWED, Acquired.TAKEN_OVER]
+    assert calls.ops == {"update_item": 3}
+    assert {params["ReturnValues"] for _, params in calls.log} == {"UPDATED_OLD"}
+
+
+async def test_delete_removes_tag_items_tombstones_and_old_histories(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given a run with tags, a consumed signal and a history a rewind left behind
+    store = await open_ddb()
+    await store.create(make_run(status="running", tags=["a", "b"], parent_id="p"))
+    signal = Signal(id="s", name="go", at=T0)
+    await store.signal("run-1", signal)
+    await store.load("run-1")
+    await store.append("run-1", consumed_by(0, signal), consumes="s")
+    run = (await store.load("run-1")).run  # type: ignore[union-attr]
+    inner = store._call
+
+    async def no_cleanup(operation: str, run_id: str | None, **params: Any) -> dict[str, Any]:
+        if operation == "batch_write_item":
+            return {}
+        return await inner(operation, run_id, **params)
+
+    store._call = no_cleanup  # type: ignore[method-assign]
+    await store.rewind(run, 0, restore_signals=False)
+    store._call = inner  # type: ignore[method-assign]
+    assert len(await items(raw, table, "run-1")) == 5  # header, 2 tags, tombstone, old step
+
+    # when the reaper deletes it (after DynamoDB's TTL removed the header)
+    await store.delete("run-1")
+
+    # then nothing of it is left, in the table or the listing index
+    assert await items(raw, table, "run-1") == {}
+    assert (await store.list_runs(RunQuery(tag="a"))).runs == []
+    assert (await store.list_runs(RunQuery(parent_id="p"))).runs == []
+
+
+async def test_a_retry_from_zero_restores_what_the_history_consumed_in_one_transaction(
+    open_ddb: OpenStore,
+) -> None:
+    # given a failed run that consumed s-0 at 120 and s-1 at 130
+    store = await open_ddb()
+    failed, signals = await long_history(store, 140)
+    calls = Calls(store)
+
+    # when it is retried from the start
+    saved = await store.rewind(replace(failed, status="pending", error=None), 0)
+
+    # then the switch and the two restored signals were one transaction, and the run starts
+    # over with all three signals pending
+    assert calls.ops["transact_write_items"] == 1 and calls.ops["update_item"] == 0
+    loaded = await store.load("run-1")
+    assert loaded is not None and loaded.run == saved
+    assert loaded.checkpoints == [] and loaded.signals == signals
+
+
+async def test_signals_consumed_before_a_continue_as_new_stay_consumed_on_a_later_retry(
+    open_ddb: OpenStore,
+) -> None:
+    # given a run that consumed s-0 at seq 2, then continued as new
+    store = await open_ddb()
+    await store.create(make_run(status="running"))
+    signal = Signal(id="s-0", name="go", payload=1, at=T0)
+    await store.signal("run-1", signal)
+    for seq in range(2):
+        await store.append("run-1", step(seq))
+    await store.append("run-1", consumed_by(2, signal), consumes="s-0")
+    run = (await store.load("run-1")).run  # type: ignore[union-attr]
+    run = await store.rewind(run, 0, restore_signals=False)
+    for seq in range(3):
+        await store.append("run-1", step(seq, "new"))
+
+    # when the new history fails and is retried from seq 1
+    failed = await store.save(replace(run, status="failed"))
+    await store.rewind(replace(failed, status="pending"), 1)
+
+    # then s-0 stays consumed: its payload went to the old history, which carried on
+    loaded = await store.load("run-1")
+    assert loaded is not None
+    assert loaded.signals == [] and [cp.name for cp in loaded.checkpoints] == ["new"]
+
+
+async def test_a_signal_stored_by_heron_0_2_is_refused_by_name(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given a run whose signal item was written by Heron 0.2 (the whole signal in "body")
+    store = await open_ddb()
+    await store.create(make_run(status="waiting"))
+    inc = (await header_item(raw, table))["inc"]["S"]
+    old = Signal(id="s-1", name="go", at=T0)
+    legacy = {"pk": {"S": "run-1"}, "sk": {"S": f"S#{inc}#s-1"}, "body": {"S": old.to_json()}}
+    await raw.put_item(TableName=table, Item=legacy)
+
+    # when it is loaded, the store says what it is and what to do
+    with pytest.raises(StoreError, match="0.2") as raised:
+        await store.load("run-1")
+    assert raised.value.run_id == "run-1"

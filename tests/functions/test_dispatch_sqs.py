@@ -10,13 +10,9 @@ from typing import Any
 
 import pytest
 
-from heron.runtime import (
-    DispatchError,
-    InProcessDispatcher,
-    Runtime,
-    SQSDispatcher,
-    dispatcher_from_env,
-)
+from heron.functions._config import Config, configure
+from heron.functions._sqs import SQSDispatcher
+from heron.runtime import DispatchError, InProcessDispatcher, Runtime
 from heron.runtime.testing import FakeClock
 from heron.stores.memory import MemoryStore
 
@@ -132,26 +128,26 @@ def test_the_client_is_made_on_first_use_and_the_region_read_from_the_url() -> N
         SQSDispatcher("")
 
 
-def test_the_configuration_chooses_the_dispatcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert isinstance(dispatcher_from_env({}), InProcessDispatcher)
-    sqs = dispatcher_from_env(
-        {"HERON_QUEUE_URL": "http://localhost:4566/1/q", "AWS_ENDPOINT_URL_SQS": "http://e:1"}
-    )
+def test_the_configuration_chooses_the_dispatcher() -> None:
+    assert Config.from_env({}) == Config()
+    sqs_env = {"HERON_QUEUE_URL": "http://localhost:4566/1/q", "AWS_ENDPOINT_URL_SQS": "http://e:1"}
+    sqs = configure(Runtime(MemoryStore()), Config.from_env(sqs_env)).dispatcher
     assert isinstance(sqs, SQSDispatcher) and sqs.endpoint_url == "http://e:1"
-    preferred = dispatcher_from_env(
+    preferred = Config.from_env(
         {
             "HERON_QUEUE_URL": "http://localhost:4566/1/q",
             "HERON_SQS_ENDPOINT_URL": "http://heron:2",
             "AWS_ENDPOINT_URL_SQS": "http://e:1",
         }
     )
-    assert isinstance(preferred, SQSDispatcher) and preferred.endpoint_url == "http://heron:2"
+    assert preferred.sqs_endpoint == "http://heron:2"
 
-    # a Runtime built without a dispatcher asks the environment
-    monkeypatch.setenv("HERON_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q")
-    assert isinstance(Runtime(MemoryStore()).dispatcher, SQSDispatcher)
-    monkeypatch.delenv("HERON_QUEUE_URL")
+    # the engine itself reads no environment: without a queue, it resumes in process
     assert isinstance(Runtime(MemoryStore()).dispatcher, InProcessDispatcher)
+    # and a dispatcher the app chose is never replaced
+    mine = SQSDispatcher("https://sqs.us-east-1.amazonaws.com/1/mine")
+    kept = configure(Runtime(MemoryStore(), dispatcher=mine), Config.from_env(sqs_env))
+    assert kept.dispatcher is mine
 
 
 async def test_a_failed_dispatch_does_not_fail_a_start_and_the_sweep_finds_the_run(
@@ -168,7 +164,7 @@ async def test_a_failed_dispatch_does_not_fail_a_start_and_the_sweep_finds_the_r
 
     # when a run starts, the dispatch fails: logged, and the run is still created and due
     assert await rt.start("w", 1, run_id="o-1") == "o-1"
-    assert "dispatch of 1 run(s) failed" in caplog.text
+    assert "dispatch of 1 run(s) failed (DispatchError)" in caplog.text
     assert await store.due(rt.clock.now(), 10) == ["o-1"]
 
     # and the sweep, the safety net, reports its own failure to dispatch

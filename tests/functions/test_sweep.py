@@ -21,6 +21,12 @@ class Recorder:
     async def dispatch(self, run_ids: Sequence[str], *, delay: float = 0.0) -> None:
         self.sent += [(run_id, delay) for run_id in run_ids]
 
+    async def drain(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
 
 def due_runs(count: int) -> Recorder:
     """``count`` runs started (so due) but never resumed: the dispatcher only records."""

@@ -9,7 +9,7 @@
                  ``once`` (the store recovers) or ``down`` (every later write fails too).
 ``ShiftedClock`` the wall clock moved forward: a recovering executor for which a crashed
                  executor's lease has already lapsed, without waiting for it in real time.
-``store``        a fresh store for one test, parametrized over ``memory`` and ``sqlite``.
+``store``        a fresh store for one test, of every kind in the registry (``tests/stores.py``).
 ``workers``      starts ``python -m tests.reliability.worker ...`` processes and makes sure
                  none outlives its test.
 """
@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 
 from heron.stores.contract import (
+    MAX_PENDING_SIGNALS,
+    Acquired,
     Checkpoint,
     Loaded,
     Run,
@@ -38,6 +40,7 @@ from heron.stores.contract import (
     StoreError,
     WorkflowStore,
 )
+from tests.conftest import StoreFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITES = ("create", "append", "save", "signal", "acquire", "release", "delete")
@@ -100,18 +103,26 @@ class ProxyStore(WorkflowStore):
         loaded: Loaded | None = await self._call("load", (run_id,), lambda: self.inner.load(run_id))
         return loaded
 
-    async def append(self, run_id: str, checkpoint: Checkpoint) -> None:
+    async def append(
+        self, run_id: str, checkpoint: Checkpoint, *, consumes: str | None = None
+    ) -> None:
         await self._call(
-            "append", (run_id, checkpoint), lambda: self.inner.append(run_id, checkpoint)
+            "append",
+            (run_id, checkpoint),
+            lambda: self.inner.append(run_id, checkpoint, consumes=consumes),
         )
 
     async def save(self, run: Run) -> Run:
         saved: Run = await self._call("save", (run,), lambda: self.inner.save(run))
         return saved
 
-    async def signal(self, run_id: str, signal: Signal) -> bool:
+    async def signal(
+        self, run_id: str, signal: Signal, *, max_pending: int = MAX_PENDING_SIGNALS
+    ) -> bool:
         ok: bool = await self._call(
-            "signal", (run_id, signal), lambda: self.inner.signal(run_id, signal)
+            "signal",
+            (run_id, signal),
+            lambda: self.inner.signal(run_id, signal, max_pending=max_pending),
         )
         return ok
 
@@ -128,8 +139,8 @@ class ProxyStore(WorkflowStore):
 
     async def acquire(
         self, run_id: str, token: str, ttl: float, *, now: float | None = None, **options: Any
-    ) -> bool:
-        ok: bool = await self._call(
+    ) -> Acquired:
+        ok: Acquired = await self._call(
             "acquire",
             (run_id, token, ttl, now),
             lambda: self.inner.acquire(run_id, token, ttl, now=now, **options),
@@ -138,6 +149,14 @@ class ProxyStore(WorkflowStore):
 
     async def release(self, run_id: str, token: str) -> None:
         await self._call("release", (run_id, token), lambda: self.inner.release(run_id, token))
+
+    async def rewind(self, run: Run, seq: int, *, restore_signals: bool = True) -> Run:
+        rewound: Run = await self._call(
+            "rewind",
+            (run, seq),
+            lambda: self.inner.rewind(run, seq, restore_signals=restore_signals),
+        )
+        return rewound
 
     async def ensure_schema(self) -> None:
         await self.inner.ensure_schema()
@@ -212,20 +231,10 @@ class ShiftedClock:
 # -- fixtures ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WorkflowStore]:
-    if request.param == "memory":
-        from heron.stores.memory import MemoryStore
-
-        yield MemoryStore()
-        return
-    from heron.stores.sqlite import SqliteStore
-
-    sqlite = SqliteStore(str(tmp_path / "heron.db"))
-    try:
-        yield sqlite
-    finally:
-        await sqlite.close()
+@pytest.fixture
+async def store(store_factory: StoreFactory) -> WorkflowStore:
+    """A fresh store of the kind under test: every store in the registry (``tests/stores.py``)."""
+    return await store_factory()
 
 
 @pytest.fixture

@@ -43,26 +43,29 @@ LAYOUT = crashy_layout(N)
 STEP_SEQS = sorted(seq for seq, kind in LAYOUT.items() if kind == "step")
 SLEEP_SEQ = next(seq for seq, kind in LAYOUT.items() if kind == "sleep")
 
-# Where the worker kills itself. Its store writes, in order: acquire; append seqs 0..9 (appends
-# 1-10); the sleep suspends the run: save (sleeping), release; once it is due: acquire, append
-# the sleep's checkpoint (seq 10, append 11), the parallel steps 11..20 and the steps 21..30
-# (append 31); save (completed); release.
+# Where the worker kills itself. Its store writes, in order: acquire; save (the first step's
+# attempt counted before it runs); append seqs 0..9 (appends 1-10); the sleep suspends the run:
+# save (sleeping), release; once it is due: acquire, append the sleep's checkpoint (seq 10,
+# append 11); save (the first live step's attempt counted), the parallel steps 11..20 and the
+# steps 21..30 (append 31); save (completed); release.
 BOUNDARIES = [
     pytest.param(["--kill", "acquire:after:1"], id="lease-taken-nothing-done"),
+    pytest.param(["--kill", "save:before:1"], id="before-the-first-attempt-is-counted"),
+    pytest.param(["--kill", "save:after:1"], id="first-attempt-counted-not-started"),
     pytest.param(["--kill-in-step", "0"], id="inside-first-step"),
     pytest.param(["--kill", "append:before:1"], id="first-step-done-not-committed"),
     pytest.param(["--kill", "append:after:1"], id="first-step-committed"),
     pytest.param(["--kill", "append:after:6"], id="six-steps-committed"),
-    pytest.param(["--kill", "save:before:1"], id="before-suspension-save"),
-    pytest.param(["--kill", "save:after:1"], id="suspended-lease-still-held"),
+    pytest.param(["--kill", "save:before:2"], id="before-suspension-save"),
+    pytest.param(["--kill", "save:after:2"], id="suspended-lease-still-held"),
     pytest.param(["--kill", "release:after:1"], id="asleep-lease-released"),
     pytest.param(["--kill", "acquire:after:2"], id="woken-lease-retaken"),
     pytest.param(["--kill", "append:after:11"], id="sleep-checkpoint-committed"),
     pytest.param(["--kill-in-step", "15"], id="inside-parallel-steps"),
     pytest.param(["--kill", "append:after:16"], id="parallel-steps-half-committed"),
     pytest.param(["--kill", "append:after:31"], id="every-step-committed"),
-    pytest.param(["--kill", "save:before:2"], id="before-completion-save"),
-    pytest.param(["--kill", "save:after:2"], id="completed-lease-still-held"),
+    pytest.param(["--kill", "save:before:4"], id="before-completion-save"),
+    pytest.param(["--kill", "save:after:4"], id="completed-lease-still-held"),
 ]
 
 

@@ -15,6 +15,7 @@ import pytest
 from heron.runtime import (
     Conflict,
     Context,
+    NoopDispatcher,
     PayloadTooLarge,
     RunNotFound,
     Runtime,
@@ -605,7 +606,7 @@ def _noop() -> Any:
 # -- the sweep -----------------------------------------------------------------------------------
 
 
-class RecordingDispatcher:
+class RecordingDispatcher(NoopDispatcher):
     def __init__(self) -> None:
         self.sent: list[tuple[str, float]] = []
 
@@ -644,8 +645,8 @@ async def test_start_and_signal_dispatch_and_the_sweep_finds_what_is_due(
 # -- every store, end to end ---------------------------------------------------------------------
 
 
-async def test_a_full_journey_on_every_store(any_store: Any) -> None:
-    rt, clock = test_runtime(any_store)
+async def test_a_full_journey_on_every_store(store: Any) -> None:
+    rt, clock = test_runtime(store)
     calls = Counter[str]()
 
     @rt.step(name="charge")
@@ -684,7 +685,7 @@ async def test_a_full_journey_on_every_store(any_store: Any) -> None:
         (2, "signal", "approved"),
         (3, "child", "child"),
     ]
-    assert await any_store.due(clock.now() + 10**9, 10) == []  # nothing left due
+    assert await store.due(clock.now() + 10**9, 10) == []  # nothing left due
 
 
 # -- leases --------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ def test_design_names_are_importable_from_runtime(name: str) -> None:
 def test_runtime_all_is_sorted_and_complete() -> None:
     assert runtime.__all__ == sorted(runtime.__all__)
     assert len(set(runtime.__all__)) == len(runtime.__all__)
-    assert runtime.__all__ == public_members(runtime, ("heron.runtime", "heron.stores"))
+    functions_and_classes = [name for name in runtime.__all__ if not name.isupper()]
+    assert functions_and_classes == public_members(runtime, ("heron.runtime", "heron.stores"))
 
 
 @pytest.mark.parametrize("module", [_clock, _context, _dispatch, _errors, _runtime])
@@ -94,7 +95,8 @@ def test_suspension_is_private_and_not_an_exception() -> None:
 
 def test_stores_all_is_sorted_and_complete() -> None:
     assert stores.__all__ == sorted(stores.__all__)
-    assert stores.__all__ == public_members(stores, ("heron.stores",))
+    functions_and_classes = [name for name in stores.__all__ if not name.isupper()]
+    assert functions_and_classes == public_members(stores, ("heron.stores",))
     for name in stores.__all__:
         assert getattr(stores, name) is not None
 
@@ -141,7 +143,7 @@ def test_the_facade_exports_every_public_name_once_lazily() -> None:
             home = stores if name in stores.__all__ else runtime
             assert value is getattr(home, name), name
     # every public name of the engine and of the stores' front door, bar the plumbing
-    plumbing = {"SQSDispatcher", "dispatcher_from_env", "Loaded", "HeronError"}
+    plumbing = {"Loaded", "Acquired", "MAX_PENDING_SIGNALS", "MAX_RUN_ID", "check_run_id"}
     expected = (set(runtime.__all__) | set(stores.__all__)) - plumbing | {"HeronError"}
     assert expected - {"__version__"} <= set(heron.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
