@@ -160,6 +160,15 @@ class CancelRun(BaseModel):
     reason: Annotated[str, Field(max_length=500), AfterValidator(_clean_text)] = "cancelled"
 
 
+class RetryRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    from_seq: int | None = Field(
+        default=None,
+        ge=0,
+        description="Rerun from this seq: its checkpoint and every later one are dropped.",
+    )
+
+
 class RunSummary(BaseModel):
     id: str
     workflow: str
@@ -646,9 +655,10 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
         dependencies=secured,
         responses={409: {"model": ErrorBody, "description": "The run is not failed or cancelled"}},
     )
-    async def retry_run(run_id: RunIdPath, rt: Rt) -> RunSummary:
-        """Restart a failed or cancelled run from its last good checkpoint."""
-        await rt.retry(run_id)
+    async def retry_run(run_id: RunIdPath, rt: Rt, body: RetryRun | None = None) -> RunSummary:
+        """Run a failed or cancelled run again: the failed step runs again with the history
+        before it kept (or, with ``from_seq``, everything from that seq reruns)."""
+        await rt.retry(run_id, from_seq=(body or RetryRun()).from_seq)
         return _summary(await rt.get(run_id))
 
     @app.get("/dashboard", include_in_schema=False, dependencies=secured)

@@ -319,11 +319,16 @@ def cancel(
 def retry(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A failed or cancelled run.")],
+    from_seq: Annotated[
+        int | None,
+        typer.Option("--from-seq", min=0, help="Rerun from this seq (drops it and all after)."),
+    ] = None,
 ) -> None:
-    """Give a failed or cancelled run another go from its last good checkpoint."""
+    """Run a failed or cancelled run again: the failed step runs again, the history before it
+    is kept."""
 
     async def body(rt: Runtime) -> RunInfo:
-        await rt.retry(run_id)
+        await rt.retry(run_id, from_seq=from_seq)
         await _settle(rt)
         return await rt.get(run_id)
 

@@ -56,8 +56,12 @@ class Context:
         The workflow gets its result (rebuilt per ``fn``'s return annotation), or
         ``StepFailed`` once it gave up. Raises ``RuntimeError`` when called inside a step.
         """
-        seq = ops.begin(self._inv, "step")
-        return ops.step(self._inv, seq, fn, args, kwargs)
+        inv = self._inv
+        if ops.current_step.get() is not None:  # the prologue of every operation, inlined
+            ops.begin(inv, "step")  # (raises: an operation inside a step)
+        seq = inv.next_seq
+        inv.next_seq = seq + 1
+        return ops.step(inv, seq, fn, args, kwargs)
 
     def sleep(self, duration: float | dt.timedelta) -> Awaitable[None]:
         """Sleep durably for ``duration`` (seconds or a ``timedelta``); a sleep longer than the

@@ -247,6 +247,16 @@ class Invocation:
                 break
         self.handed(order)
 
+    def hand_back_now(self, order: int) -> bool:
+        """The fast path of :meth:`turn`, without a coroutine: ``order`` is next and nothing
+        else is ready to run, so it goes back at once (marked handed). ``False``: await
+        :meth:`turn`."""
+        ready = self._ready_queue
+        if ready is None or ready or not self._outstanding or self._outstanding[0] != order:
+            return False
+        self.handed(order)
+        return True
+
     def handed(self, order: int) -> None:
         """``order`` left the queue (handed back, or cancelled while waiting for its turn)."""
         if self._outstanding and self._outstanding[0] == order:

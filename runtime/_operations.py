@@ -144,7 +144,8 @@ async def step(
         if cp.error is not None:
             raise _step_failed(inv, spec.name, seq, cp)
         return _decode(cp.value, spec.decoder)
-    await inv.gate(seq)
+    if inv.unwinding or inv.stopping or inv.deadline is not None or inv.lease.lost:
+        await inv.gate(seq)  # (the common case checks nothing more: the hot path)
     policy = spec.retry
     state = inv.state.retries.get(seq)
     attempts = state.attempts if state is not None else 0
@@ -169,11 +170,14 @@ async def step(
                 await inv.block(seq, "stopped", None)
             first = False
         token = current_step.set((inv.run_id, seq, attempts, spec.name))
-        inv.work_started()
+        inv.busy += 1  # work in flight: the workflow is not quiet
         try:
             if inv.before_attempt is not None:  # heron.testing: injected faults
                 inv.before_attempt(spec.name, StepKey(inv.run_id, seq, attempts))
-            result = await _attempt(spec, fn, args, kwargs)
+            if spec.is_async and spec.timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                result = await _attempt(spec, fn, args, kwargs)
         except asyncio.CancelledError:
             inv.work_done()
             if not inv.unwinding:
@@ -208,7 +212,8 @@ async def step(
         inv.work_done()
     if inv.state.retries:
         inv.state.retries.pop(seq, None)
-    await inv.turn(cp.order or 0)
+    if not inv.hand_back_now(cp.order or 0):
+        await inv.turn(cp.order or 0)
     if spec.decoder is None:
         return result if encoded.same else encoded.value
     return spec.decoder(encoded.value)

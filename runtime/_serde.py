@@ -45,6 +45,25 @@ __all__ = [
 MAX_DEPTH: Final = 64
 
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# The C encoder behind it, made once: JSONEncoder.encode builds one on every call. (No cycle
+# check: a value that contains itself fails with RecursionError, which encode reports.)
+_make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODER: Any = (
+    _make_c_encoder(None, None, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    if _make_c_encoder is not None
+    else None
+)
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON of a plain value (the C encoder when there is one)."""
+    if _C_ENCODER is None:
+        return _ENCODER.encode(value)
+    if type(value) is str:
+        return json.encoder.encode_basestring(value)
+    return "".join(_C_ENCODER(value, 0))
+
+
 #: Classes whose instances are JSON values as they are (TypedDicts are dicts).
 _JSON_CLASSES: Final = (str, int, float, bool, dict, list, type(None))
 _IDENTITY_TYPES: frozenset[Any] = frozenset(
@@ -72,7 +91,7 @@ def encode(value: Any, what: object, limit: int | None = None) -> Encoded:
     try:
         plain = _is_plain(value, 0)
         if plain:
-            data, text = value, _ENCODER.encode(value)
+            data, text = value, _dumps(value)
         else:
             text = json.dumps(
                 value, default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -128,7 +147,12 @@ def _is_plain(value: Any, depth: int) -> bool:
     if kind is dict:
         plain = True
         for key, item in value.items():
-            plain = _is_plain(item, depth + 1) and type(key) is str and plain
+            if type(key) is not str:
+                plain = False
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                continue  # the common leaf, without a call
+            plain = _is_plain(item, depth + 1) and plain
         return plain
     return False
 

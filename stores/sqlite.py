@@ -50,6 +50,7 @@ from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from heron.stores._sql import (
+    SQL_APPEND,
     Database,
     Result,
     SqlError,
@@ -57,7 +58,7 @@ from heron.stores._sql import (
     Statement,
     classify,
 )
-from heron.stores.contract import StoreError
+from heron.stores.contract import Checkpoint, Conflict, StoreError
 
 __all__ = ["SqliteConnection", "SqliteStore"]
 
@@ -277,6 +278,36 @@ class SqliteStore(SqlStore):
         self._db = SqliteConnection(
             path, synchronous=sync, busy_timeout=busy_timeout, connect=lambda: self._connect()
         )
+
+    async def append(
+        self, run_id: str, checkpoint: Checkpoint, *, consumes: str | None = None
+    ) -> None:
+        """The steady-state step's write, run without the layers every other call goes
+        through: one statement on the open connection. Anything unusual (a consuming append,
+        the schema not checked yet, a locked file, an error) takes the general path, which
+        retries and names what went wrong."""
+        conn = self._db._conn
+        if consumes is None and self._ready and conn is not None and not conn.in_transaction:
+            try:
+                cp = checkpoint
+                params = (run_id, cp.seq, cp.kind, cp.name, cp.value_json(), cp.error_json())
+                with self._db._lock:
+                    inserted = conn.execute(SQL_APPEND, (*params, cp.at, cp.attempts, cp.order))
+            except sqlite3.IntegrityError:
+                raise Conflict(
+                    f"run {run_id!r} already has seq {checkpoint.seq} "
+                    f"({checkpoint.kind} {checkpoint.name!r})",
+                    run_id=run_id,
+                ) from None
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):  # reported as the general path would, never retried
+                    raise self._db._error("append", run_id, exc) from exc
+                # locked by another process: the general path waits and retries
+            else:
+                if inserted.rowcount == 1:
+                    return
+                raise Conflict(f"run {run_id!r} does not exist", run_id=run_id)
+        await super().append(run_id, checkpoint, consumes=consumes)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqliteStore:

@@ -301,6 +301,27 @@ def test_retry_restarts_a_failed_run_from_its_last_good_checkpoint(
     assert_error(*post("/runs/ghost/retry"), 404, "'ghost'")
 
 
+def test_retry_from_a_seq_reruns_that_step_and_everything_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a run that failed after its first step
+    monkeypatch.setenv(BROKEN, "1")
+    start("fragile", "ada", run_id="f-2")
+    failed = get("/runs/f-2")[1]
+    assert [s["seq"] for s in failed["steps"]] == [0]
+
+    # when it is retried from seq 0 after the fix
+    monkeypatch.delenv(BROKEN)
+    assert_error(*post("/runs/f-2/retry", {"from_seq": -1}), 422, "from_seq")
+    status, body = post("/runs/f-2/retry", {"from_seq": 0})
+
+    # then the first step ran again: a new checkpoint at seq 0
+    assert status == 200, body
+    done = get("/runs/f-2")[1]
+    assert done["status"] == "completed"
+    assert done["steps"][0]["at"] > failed["steps"][0]["at"]
+
+
 # -- auth, routing, meta -------------------------------------------------------------------------
 
 

@@ -180,6 +180,17 @@ def test_start_inspect_ls_cancel_retry_signal_round_trip() -> None:
     assert "r-1" in usage_error("retry", "r-1")
 
 
+def test_retry_from_seq_reruns_from_there() -> None:
+    ok("start", "greet", '"ada"', "--run-id", "r-2")
+    ok("cancel", "r-2")
+    refused = heron("retry", "r-2", "--from-seq", "-1")
+    assert refused.exit_code == 2 and "--from-seq" in refused.output
+
+    out = ok("retry", "r-2", "--from-seq", "0")
+
+    assert "retried run r-2" in out and "waiting" in out
+
+
 def test_start_is_idempotent_on_run_id() -> None:
     ok("start", "greet", '"ada"', "--run-id", "r-1")
     assert "started run r-1" in ok("start", "greet", '"ada"', "--run-id", "r-1")

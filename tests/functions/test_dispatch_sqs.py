@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from heron.functions import SQSDispatcher
 from heron.functions._config import Config, configure
-from heron.functions._sqs import SQSDispatcher
 from heron.runtime import DispatchError, InProcessDispatcher, Runtime
 from heron.runtime.testing import FakeClock
 from heron.stores.memory import MemoryStore

@@ -3,6 +3,7 @@
     python -m tests.reliability.worker crash  DB RUN_ID [--kill OP:PHASE:N | --kill-in-step SEQ]
     python -m tests.reliability.worker race   DB --runs A,B,C [--lease S] [--budget S]
     python -m tests.reliability.worker signal DB --runs A,B,C [--name go] [--seed N]
+    python -m tests.reliability.worker killer URL RUN_ID LOG --shift S
 
 Every mode opens the SQLite file ``DB``, prints ``ready`` once connected, and then:
 
@@ -16,6 +17,10 @@ Every mode opens the SQLite file ``DB``, prints ``ready`` once connected, and th
             passes (exit 3).
 ``signal``  waits for the start gun, then sends signal ``--name`` to each run, a few
             milliseconds apart, with signal id ``sig-RUN`` and payload ``{"run": RUN}``.
+``killer``  opens the store at ``URL`` (any store a URL reaches), with its clock ``--shift``
+            seconds ahead (past the lease of the killed worker before it), and resumes
+            ``RUN_ID`` once: a ``killer`` run, whose step logs an attempt and kills the process
+            (``os._exit(9)``, as a Lambda timeout or an out-of-memory kill would).
 
 Steps leave a trace of every execution in a log file named by the run's input, one line per
 execution, written with ``O_APPEND`` (and ``fsync`` in ``crashy``, so a line survives a kill):
@@ -38,7 +43,7 @@ from typing import Any
 if not __package__:  # run by path: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from heron.runtime import Context, NoopDispatcher, RetryPolicy, Runtime, step_key
+from heron.runtime import Context, NoopDispatcher, RetryPolicy, Runtime, StepFailed, step_key
 from heron.runtime._clock import Clock
 from heron.stores.contract import Acquired, Checkpoint, Run, WorkflowStore
 from heron.stores.sqlite import SqliteStore
@@ -47,7 +52,6 @@ from heron.stores.sqlite import SqliteStore
 CRASHY_SLEEP = 0.05
 #: The lease the ``crash`` worker holds; a recovering executor must wait it out (or shift time).
 CRASH_LEASE = 2.0
-#: Steps fail for good at once: a retry would be a second execution the tests do not expect.
 # Two attempts: an attempt its executor never came back from (the kill) counts against the
 # step's policy; the recovering executor's is the second.
 NO_RETRY = RetryPolicy(max_attempts=2, initial_delay=0)
@@ -229,6 +233,60 @@ class KillingStore(SqliteStore):
         await self._around("release", super().release(run_id, token))
 
 
+# -- attempts that never come back ----------------------------------------------------------------
+
+#: The lease of a ``killer`` worker; the next one's clock is shifted past it.
+KILLER_LEASE = 1.0
+KILLER_ATTEMPTS = 3
+
+
+class Shifted:
+    """The wall clock, ``shift`` seconds ahead."""
+
+    def __init__(self, shift: float) -> None:
+        self.shift = shift
+
+    def now(self) -> float:
+        return time.time() + self.shift
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+def killer_runtime(store: WorkflowStore, log: str, clock: Clock | None = None) -> Runtime:
+    """A ``killer`` workflow: one step, every attempt of which kills its process."""
+    rt = Runtime(store, lease_ttl=KILLER_LEASE, dispatcher=NoopDispatcher(), clock=clock)
+
+    @rt.step(name="killer.boom", retry=RetryPolicy(max_attempts=KILLER_ATTEMPTS, initial_delay=0))
+    async def boom() -> None:
+        log_line(log, "attempt", fsync=True)
+        os._exit(9)
+
+    @rt.workflow("killer")
+    async def killer(ctx: Context, _: Any) -> dict[str, Any]:
+        try:
+            await ctx.step(boom)
+        except StepFailed as failed:
+            return {"gave_up": failed.error_type, "message": failed.error_message}
+        return {"gave_up": None}
+
+    return rt
+
+
+async def killer_main(url: str, run_id: str, log: str, shift: float) -> int:
+    from heron.stores import open_store
+
+    store = open_store(url)
+    rt = killer_runtime(store, log, Shifted(shift))
+    try:
+        await store.load(run_id)
+        print("ready", flush=True)
+        await rt.resume(run_id)
+        return 0
+    finally:
+        await store.close()
+
+
 # -- the modes ---------------------------------------------------------------------------------
 
 
@@ -304,12 +362,19 @@ def main(argv: list[str] | None = None) -> int:
     race.add_argument("--lease", type=float, default=10.0)
     race.add_argument("--budget", type=float, default=0.0)
     race.add_argument("--timeout", type=float, default=40.0)
+    killer = modes.add_parser("killer")
+    killer.add_argument("url")
+    killer.add_argument("run_id")
+    killer.add_argument("log")
+    killer.add_argument("--shift", type=float, default=0.0)
     sig = modes.add_parser("signal")
     sig.add_argument("db")
     sig.add_argument("--runs", required=True)
     sig.add_argument("--name", default="go")
     sig.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.mode == "killer":
+        return asyncio.run(killer_main(args.url, args.run_id, args.log, args.shift))
     if args.mode == "crash":
         return asyncio.run(crash_main(args.db, args.run_id, args.kill, args.kill_in_step))
     if args.mode == "race":
