@@ -8,7 +8,8 @@
     GET  /runs/{run_id}                  a run and its timeline (steps)
     POST /runs/{run_id}/signals/{name}   send a signal      202 · 404 · 409 if the run ended
     POST /runs/{run_id}/cancel           cancel a run       200 · 409 if it completed or failed
-    POST /runs/{run_id}/retry            retry a failed or cancelled run from its last checkpoint
+    POST /runs/{run_id}/retry            run a failed or cancelled run again  200 · 409
+    DELETE /runs/{run_id}                delete a run and its history        204 · 404
     GET  /healthz, /openapi.json, /docs  open to all
     GET  /dashboard                      runs and timelines as HTML
 
@@ -21,27 +22,33 @@ refused. Request bodies are capped at ``HERON_MAX_BODY`` bytes (1 MiB).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import html
 import json
 import logging
 import math
 import os
+import re
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heron.runtime import (
+    MAX_DEPTH,
     Conflict,
     PayloadTooLarge,
     RunInfo,
@@ -49,7 +56,10 @@ from heron.runtime import (
     Runtime,
     SerializationError,
     StoreError,
+    TooManySignals,
     WorkflowNotFound,
+    check_run_id,
+    check_signal_name,
 )
 from heron.stores.contract import Checkpoint, RunQuery, decode_cursor
 from heron.stores.contract import RunSummary as StoredSummary
@@ -133,9 +143,13 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-Id = Annotated[
-    str, Field(min_length=1, max_length=200, pattern=r"^[^/?#]+$"), AfterValidator(_clean_text)
-]
+def _run_id(value: str) -> str:
+    # The engine's own rule (docs/security.md), so the API refuses exactly what rt.start does,
+    # before anything is stored.
+    return check_run_id(value, what="id")
+
+
+Id = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_run_id)]
 Tag = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_clean_text)]
 JsonValue = Annotated[Any, AfterValidator(_json_value)]
 
@@ -265,6 +279,35 @@ def _detail(info: RunInfo) -> RunDetail:
     )
 
 
+#: Nesting an answer may have (pydantic refuses to serialize deeper values).
+_MAX_SHOWN_DEPTH = 64
+
+
+def _shown(value: Any) -> Any:
+    """``value``, or a note in its place when it nests too deep to answer with: a record stored
+    by an older Heron (or written to the store directly) must not make its run unreadable."""
+    level: list[Any] = [value]
+    for _ in range(_MAX_SHOWN_DEPTH):
+        level = [
+            item
+            for v in level
+            if isinstance(v, dict | list)
+            for item in (v.values() if isinstance(v, dict) else v)
+        ]
+        if not level:
+            return value
+    return f"<a value nested more than {_MAX_SHOWN_DEPTH} levels deep: not shown>"
+
+
+def _readable_detail(info: RunInfo) -> RunDetail:
+    """:func:`_detail` with every value that nests too deep replaced by a note."""
+    detail = _detail(info)
+    detail.input, detail.output = _shown(detail.input), _shown(detail.output)
+    for step in detail.steps:
+        step.value, step.error = _shown(step.value), _shown(step.error)
+    return detail
+
+
 # -- errors ------------------------------------------------------------------------------------
 
 
@@ -311,11 +354,29 @@ _ENGINE_ERRORS: list[tuple[type[Exception], int, str | None]] = [
     (RunNotFound, 404, "run_id"),
     (WorkflowNotFound, 404, "name"),
     (Conflict, 409, None),
+    (TooManySignals, 409, "run_id"),  # the run holds the most unconsumed signals it may
     (PayloadTooLarge, 413, None),
     (SerializationError, 422, None),
     (StoreError, 503, None),
     (ValueError, 422, None),  # the engine's own argument checks (ids, tags)
 ]
+
+
+@contextlib.contextmanager
+def _about(field: str) -> Iterator[None]:
+    """Name ``field`` in the 413/422 answer to a value the engine refuses to store."""
+    try:
+        yield
+    except PayloadTooLarge as exc:
+        raise ApiError(413, "PayloadTooLarge", str(exc), field=field) from None
+    except SerializationError as exc:
+        raise ApiError(422, "SerializationError", str(exc), field=field) from None
+
+
+def run_path(root: str, run_id: str) -> str:
+    """The URL path of run ``run_id`` under ``root``, its id percent-encoded (every character
+    but the unreserved ones of RFC 3986, so ``%``, ``@`` and non-Latin text all survive)."""
+    return f"{root}/runs/{quote(run_id, safe='')}"
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
@@ -367,6 +428,68 @@ async def _on_engine_error(request: Request, exc: Exception) -> Response:
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error answering %s %s", request.method, request.url.path)
     return _error(500, "InternalError", "internal error; the server logged it")
+
+
+# -- request bodies nested too deep -------------------------------------------------------------
+
+#: A JSON string, or one of the brackets that open and close a level (strings are skipped whole,
+#: in C, so a bracket inside one does not count).
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def too_deep(body: bytes, limit: int) -> str | None:
+    """The request field (``body.input``) whose value nests more than ``limit`` levels, or
+    ``None``. Checked on the raw bytes before they are parsed: Python's parser would give up
+    with a ``RecursionError`` a few hundred levels down, and the engine refuses a value nested
+    more than :data:`~heron.runtime.MAX_DEPTH` levels anyway (docs/security.md)."""
+    depth = 0
+    key = b""  # the last string seen at the top level of the body: the key of what follows
+    for match in _JSON_TOKENS.finditer(body):
+        token = match.group()
+        if token[0] == 34:  # a string
+            if depth == 1:
+                key = token
+        elif token in (b"[", b"{"):
+            depth += 1
+            if depth > limit + 1:  # the body's own object is one level
+                try:
+                    name = json.loads(key) if key else ""
+                except ValueError:
+                    name = ""
+                return f"body.{name}" if isinstance(name, str) and name else "body"
+        else:
+            depth -= 1
+    return None
+
+
+class _CheckedRequest(Request):
+    """A request whose JSON body is refused (422, naming the field) when it nests too deep."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            field = too_deep(body, MAX_DEPTH)
+            if field is not None:
+                raise ApiError(
+                    422,
+                    "ValidationError",
+                    f"{field}: nested more than {MAX_DEPTH} levels deep",
+                    field=field,
+                )
+            self._json = json.loads(body)
+        return self._json
+
+
+class _CheckedRoute(APIRoute):
+    """Every route of the app reads its body through :class:`_CheckedRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            return await handler(_CheckedRequest(request.scope, request.receive))
+
+        return checked
 
 
 # -- body size limit ---------------------------------------------------------------------------
@@ -505,8 +628,17 @@ def authorize(
 
 
 Rt = Annotated[Runtime, Depends(get_runtime)]
-RunIdPath = Annotated[str, Path(min_length=1, max_length=200, description="The run's id.")]
+RunIdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=200, description="The run's id, percent-encoded."),
+    AfterValidator(_run_id),
+]
 NamePath = Annotated[str, Path(min_length=1, max_length=200)]
+SignalNamePath = Annotated[
+    str,
+    Path(min_length=1, max_length=200, description="Not under the reserved prefix heron:."),
+    AfterValidator(check_signal_name),
+]
 SECURED = [Depends(authorize)]
 
 
@@ -521,6 +653,7 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
         summary="Durable workflows as plain async Python: start, signal and inspect runs.",
         responses=_ERRORS,
     )
+    app.router.route_class = _CheckedRoute
     app.state.runtime_source = runtime
     app.state.settings = config
     app.state.observed = weakref.WeakSet()
@@ -551,17 +684,19 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
         name: NamePath,
         body: StartRun,
         rt: Rt,
+        request: Request,
         response: Response,
     ) -> RunSummary:
         """Start a run of workflow ``name``."""
         created: set[str] = set()
         token = _created.set(created)
         try:
-            run_id = await rt.start(name, body.input, run_id=body.run_id, tags=body.tags)
+            with _about("body.input"):
+                run_id = await rt.start(name, body.input, run_id=body.run_id, tags=body.tags)
         finally:
             _created.reset(token)
         response.status_code = 201 if run_id in created else 200
-        response.headers["Location"] = f"/runs/{run_id}"
+        response.headers["Location"] = run_path(request.scope.get("root_path", ""), run_id)
         return _summary(await rt.get(run_id))
 
     @app.get("/runs", tags=["runs"], dependencies=secured)
@@ -599,10 +734,15 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
         runs, next_cursor = await rt.list_runs(query)
         return RunList(runs=[_summary(run) for run in runs], next_cursor=next_cursor)
 
-    @app.get("/runs/{run_id}", tags=["runs"], dependencies=secured)
-    async def get_run(run_id: RunIdPath, rt: Rt) -> RunDetail:
+    @app.get("/runs/{run_id}", tags=["runs"], dependencies=secured, response_model=RunDetail)
+    async def get_run(run_id: RunIdPath, rt: Rt) -> Response:
         """A run: status, input, output, error, and ``steps``, its timeline."""
-        return _detail(await rt.get(run_id))
+        info = await rt.get(run_id)
+        try:
+            body = _detail(info).model_dump_json()
+        except PydanticSerializationError:  # a value nested too deep: show the rest
+            body = _readable_detail(info).model_dump_json()
+        return Response(body, media_type="application/json")
 
     @app.post(
         "/runs/{run_id}/signals/{name}",
@@ -613,7 +753,7 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
     )
     async def send_signal(
         run_id: RunIdPath,
-        name: NamePath,
+        name: SignalNamePath,
         rt: Rt,
         body: SendSignal | None = None,
     ) -> SignalSent:
@@ -627,7 +767,8 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
                 field="run_id",
             )
         body = body or SendSignal()
-        signal_id = await rt.signal(run_id, name, body.payload, signal_id=body.signal_id)
+        with _about("body.payload"):
+            signal_id = await rt.signal(run_id, name, body.payload, signal_id=body.signal_id)
         return SignalSent(run_id=run_id, name=name, signal_id=signal_id)
 
     @app.post(
@@ -660,6 +801,22 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
         before it kept (or, with ``from_seq``, everything from that seq reruns)."""
         await rt.retry(run_id, from_seq=(body or RetryRun()).from_seq)
         return _summary(await rt.get(run_id))
+
+    @app.delete(
+        "/runs/{run_id}",
+        status_code=204,
+        tags=["runs"],
+        dependencies=secured,
+        responses={404: {"model": ErrorBody, "description": "No such run"}},
+    )
+    async def delete_run(run_id: RunIdPath, rt: Rt) -> Response:
+        """Delete a run, its history and its buffered signals (for operators: a run that should
+        never have been stored). A run in progress is deleted too; its executor's next write
+        fails and it stops. The run's children are left alone."""
+        if await rt.store.load(run_id) is None:
+            raise RunNotFound(run_id)
+        await rt.delete(run_id)
+        return Response(status_code=204)
 
     @app.get("/dashboard", include_in_schema=False, dependencies=secured)
     async def dashboard(
@@ -706,7 +863,7 @@ def _time(ts: float | None) -> str:
 
 def _dashboard_page(root: str, runs: list[StoredSummary]) -> str:
     rows = "".join(
-        f'<tr><td><a href="{_e(root)}/dashboard/runs/{_e(r.id)}">{_e(r.id)}</a></td>'
+        f'<tr><td><a href="{_e(root)}/dashboard{_e(run_path("", r.id))}">{_e(r.id)}</a></td>'
         f"<td>{_e(r.workflow)} v{_e(r.version)}</td>"
         f'<td class="{_e(r.status)}">{_e(r.status)}</td>'
         f"<td>{_time(r.created_at)}</td><td>{_time(r.wake_at)}</td>"

@@ -8,6 +8,7 @@
     heron ls --status waiting                   list runs
     heron inspect o-1                           a run's header and its timeline
     heron cancel o-1 | heron retry o-1          stop a run | give a failed one another go
+    heron delete o-1                            delete a run and its history
     heron sweep [--watch]                       resume every run that is due
     heron dev                                   the HTTP API, dashboard and sweep, locally
     heron schema ensure                         create the store's tables
@@ -27,6 +28,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import logging
 import sys
 import time
 import typing
@@ -37,7 +39,7 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
 from rich.table import Table
 from rich.text import Text
 
@@ -153,11 +155,40 @@ def _options(
         ),
     ] = Path("."),
 ) -> None:
+    _log_to_stderr()
     # As uvicorn does: modules in the app folder (the current one by default) can be apps.
     folder = str(app_dir.resolve())
     if folder not in sys.path:
         sys.path.insert(0, folder)
     ctx.obj = Settings(app=app_spec, store=store)
+
+
+def _log_to_stderr(level: int = logging.ERROR) -> None:
+    """Show the engine's errors on stderr (a resume that failed in the background, a 500 under
+    ``heron dev``, which shows warnings too, such as a step's failed attempt): a library logs
+    nowhere until its application says where. Error messages stay out unless the app's runtime
+    has ``log_messages=True`` (docs/security.md)."""
+    logger = logging.getLogger("heron")
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    handler.setLevel(level)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (typer's CliRunner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(_clean_lines(self.format(record)) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _clean_lines(text: str) -> str:
+    return "\n".join(_clean(line) for line in text.split("\n"))
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -247,13 +278,13 @@ def list_runs(
         table.add_column(column, no_wrap=column != "TAGS")
     for run in runs:
         table.add_row(
-            run.id,
-            f"{run.workflow} v{run.version}",
+            _plain(run.id),
+            _plain(f"{run.workflow} v{run.version}"),
             _status_text(run.status),
             _local_time(run.created_at),
             _local_time(run.updated_at),
             _wake_text(run.wake_at, now),
-            ", ".join(run.tags),
+            _plain(", ".join(run.tags)),
         )
     out.print(table)
     if more:
@@ -279,7 +310,7 @@ def inspect(
     if as_json:  # the shape GET /runs/{id} answers with; heron.testing replays it
         detail = dataclasses.asdict(info)
         detail["children"] = [child.id for child in children]
-        typer.echo(json.dumps(detail, ensure_ascii=False, indent=2))
+        typer.echo(_clean_json(json.dumps(detail, ensure_ascii=False, indent=2)))
         return
     out = _console()
     out.print(_header(info, children))
@@ -336,6 +367,29 @@ def retry(
     out = _console()
     out.print(f"retried run [bold]{escape(run_id)}[/]")
     out.print(_status_line(info), soft_wrap=True)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+) -> None:
+    """Delete a run, its history and its buffered signals, for good (its children stay)."""
+
+    async def exists(rt: Runtime) -> bool:
+        return await rt.store.load(run_id) is not None
+
+    if not _run(ctx, exists):
+        _fail(f"run {run_id!r} not found")
+    if not yes and not typer.confirm(f"delete run {_clean(run_id)} and its history?"):
+        _fail("not deleted")
+
+    async def body(rt: Runtime) -> None:
+        await rt.delete(run_id)
+
+    _run(ctx, body)
+    _console().print(f"deleted run [bold]{escape(run_id)}[/]")
 
 
 @app.command()
@@ -401,6 +455,7 @@ def dev(
     from heron.functions.asgi import ApiSettings, create_app
 
     settings = ctx.ensure_object(Settings)
+    _log_to_stderr(logging.WARNING)
     api = ApiSettings.from_env()
     if not api.token and not api.iam:
         api = ApiSettings(open=True, max_body=api.max_body)
@@ -652,6 +707,38 @@ class _Narrator:
 # -- rendering ---------------------------------------------------------------------------------
 
 
+def _clean(text: str) -> str:
+    """``text`` with every non-printable character written as its escape (``\\x1b``): a
+    stored value must never retitle, clear or rewrite the user's terminal (ESC, CSI, BEL, CR,
+    bidi overrides, ...). Everything the CLI prints from a store goes through here."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
+def escape(text: str) -> str:
+    """Stored text made safe for rich markup: non-printables escaped, then markup escaped."""
+    return _markup_escape(_clean(text))
+
+
+def _plain(text: str, style: str = "") -> Text:
+    """A table cell holding stored text, never parsed as markup."""
+    return Text(_clean(text), style=style)
+
+
+def _clean_json(text: str) -> str:
+    """JSON text (from ``json.dumps(..., ensure_ascii=False)``) with non-printable characters
+    inside its strings written as ``\\u`` escapes: still the same JSON, safe on a terminal."""
+    return (
+        "".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text)
+        if not text.isprintable()
+        else text
+    )
+
+
 def _console(stderr: bool = False) -> Console:
     # Made per use, so it writes to whatever sys.stdout is now (typer's CliRunner swaps it).
     return Console(stderr=stderr, highlight=False)
@@ -679,8 +766,8 @@ def _header(info: RunInfo, children: Sequence[RunSummary]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
-    grid.add_row("run", info.id)
-    grid.add_row("workflow", f"{info.workflow} v{info.version}")
+    grid.add_row("run", _plain(info.id))
+    grid.add_row("workflow", _plain(f"{info.workflow} v{info.version}"))
     grid.add_row("status", _status_text(info.status))
     grid.add_row("created", _local_time(info.created_at))
     elapsed = info.updated_at - info.created_at
@@ -688,14 +775,14 @@ def _header(info: RunInfo, children: Sequence[RunSummary]) -> Table:
     if info.wake_at is not None:
         grid.add_row("wakes", _wake_text(info.wake_at, time.time()))
     if info.parent_id:
-        grid.add_row("parent", info.parent_id)
+        grid.add_row("parent", _plain(info.parent_id))
     if children:
-        grid.add_row("children", ", ".join(f"{c.id} ({c.status})" for c in children))
+        grid.add_row("children", _plain(", ".join(f"{c.id} ({c.status})" for c in children)))
     if info.tags:
-        grid.add_row("tags", ", ".join(info.tags))
-    grid.add_row("input", _abbrev(info.input, 200))
+        grid.add_row("tags", _plain(", ".join(info.tags)))
+    grid.add_row("input", _plain(_abbrev(info.input, 200)))
     if info.output is not None:
-        grid.add_row("output", _abbrev(info.output, 200))
+        grid.add_row("output", _plain(_abbrev(info.output, 200)))
     if info.error:
         grid.add_row("error", Text(_error_text(info.error), style="red"))
     return grid
@@ -713,8 +800,8 @@ def _timeline(info: RunInfo, width: int, title: str | None = None) -> Table:
         rows.append(
             (
                 str(cp.seq),
-                cp.kind,
-                cp.name,
+                escape(cp.kind),
+                escape(cp.name),
                 str(cp.attempts),
                 f"+{cp.at - info.created_at:.2f}s",
                 result,
@@ -748,14 +835,14 @@ def _shown_value(cp: Checkpoint) -> Any:
 
 
 def _abbrev(value: Any, width: int) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = _clean(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _error_text(error: dict[str, Any] | None) -> str:
     if not error:
         return ""
-    return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    return _clean(f"{error.get('type', 'Error')}: {error.get('message', '')}")
 
 
 def _local_time(ts: float, *, ms: bool = False) -> str:

@@ -43,7 +43,15 @@ from heron.runtime._errors import (
     WorkflowNotFound,
 )
 from heron.runtime._retry import RetryPolicy
-from heron.runtime._runtime import MAX_RUN_ID, RunInfo, Runtime, check_run_id
+from heron.runtime._runtime import (
+    MAX_RUN_ID,
+    RESERVED_PREFIX,
+    RunInfo,
+    Runtime,
+    check_run_id,
+    check_signal_name,
+)
+from heron.runtime._serde import MAX_DEPTH
 
 # A library logs, the application decides where to: nothing reaches stderr unless configured.
 logging.getLogger("heron").addHandler(logging.NullHandler())
@@ -57,10 +65,12 @@ __all__ = [
     "FatalError",
     "HeronError",
     "InProcessDispatcher",
+    "MAX_DEPTH",
     "MAX_RUN_ID",
     "NonDeterminismError",
     "NoopDispatcher",
     "PayloadTooLarge",
+    "RESERVED_PREFIX",
     "RetryPolicy",
     "RunInfo",
     "RunNotFound",
@@ -75,5 +85,6 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowNotFound",
     "check_run_id",
+    "check_signal_name",
     "step_key",
 ]

@@ -55,7 +55,14 @@ from heron.stores.contract import (
     WorkflowStore,
 )
 
-__all__ = ["MAX_RUN_ID", "RunInfo", "Runtime", "check_run_id"]
+__all__ = [
+    "MAX_RUN_ID",
+    "RESERVED_PREFIX",
+    "RunInfo",
+    "Runtime",
+    "check_run_id",
+    "check_signal_name",
+]
 
 log = logging.getLogger("heron")
 
@@ -71,6 +78,8 @@ _MAX_REPLAYS: Final = 20
 DEFAULT_STORE_URL: Final = "sqlite:///.heron/heron.db"
 #: Characters a run id may have.
 MAX_RUN_ID: Final = 200
+#: Tags a run may have (each 1 to 100 printable characters).
+MAX_TAGS: Final = 50
 #: Engine signals (a child telling its parent it ended) may exceed the pending cap.
 _ENGINE_SIGNALS: Final = 1 << 30
 
@@ -294,13 +303,18 @@ class Runtime:
 
         Idempotent on ``run_id``: the same id with the same workflow and input returns the same
         run; with another workflow or input it raises ``Conflict``. Raises
-        ``WorkflowNotFound``, ``ValueError`` for a bad id or tag (see :func:`check_run_id`),
+        ``WorkflowNotFound``, ``ValueError`` for a bad id (see :func:`check_run_id`), a tag
+        that is not 1 to 100 printable characters, or more than :data:`MAX_TAGS` tags,
         ``SerializationError`` / ``PayloadTooLarge`` for an input that cannot be stored. Nothing
         is stored when it raises.
         """
         spec = self.registry.workflow(workflow)
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         tag_list = list(tags)
+        if len(tag_list) > MAX_TAGS:
+            raise ValueError(
+                f"run {run_id!r} may have at most {MAX_TAGS} tags, got {len(tag_list)}"
+            )
         for tag in tag_list:
             if not isinstance(tag, str) or not tag or len(tag) > 100 or not tag.isprintable():
                 raise ValueError(
@@ -350,16 +364,7 @@ class Runtime:
         ``SerializationError`` / ``PayloadTooLarge`` for a payload that cannot be stored, and
         ``TooManySignals`` when the run already holds ``max_pending_signals`` unconsumed ones.
         """
-        if not isinstance(name, str) or not name or len(name) > 200 or not name.isprintable():
-            raise ValueError(
-                f"signal name for run {run_id!r} must be a printable string of 1 to 200 "
-                f"characters, got {name!r}"
-            )
-        if name.startswith(RESERVED_PREFIX):
-            raise ValueError(
-                f"signal name {name!r} is reserved: names starting with {RESERVED_PREFIX!r} are "
-                "the engine's own messages (a child's result to its parent)"
-            )
+        check_signal_name(name)
         if signal_id is not None:
             check_run_id(signal_id, what="signal_id")
         what = f"payload of signal {name!r} (run {run_id!r})"
@@ -745,6 +750,23 @@ def check_run_id(run_id: Any, *, what: str = "run_id") -> str:
     except UnicodeEncodeError:
         raise ValueError(f"{what} {run_id!r} is not valid Unicode (a lone surrogate)") from None
     return run_id
+
+
+def check_signal_name(name: Any) -> str:
+    """``name`` if a caller may send a signal by that name, else ``ValueError`` saying why.
+    Refused: not a string, empty, more than 200 characters, control characters, and names under
+    :data:`RESERVED_PREFIX` (``heron:``), which carry the engine's own messages (a child's
+    outcome to its parent) and are never accepted from outside (docs/security.md)."""
+    if not isinstance(name, str) or not name or len(name) > 200 or not name.isprintable():
+        raise ValueError(
+            f"signal name must be a printable string of 1 to 200 characters, got {name!r}"
+        )
+    if name.startswith(RESERVED_PREFIX):
+        raise ValueError(
+            f"signal name {name!r} is reserved: names starting with {RESERVED_PREFIX!r} are the "
+            "engine's own messages (a child's outcome to its parent)"
+        )
+    return name
 
 
 def _failed_step_seq(loaded: Loaded) -> int | None:

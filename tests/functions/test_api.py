@@ -35,7 +35,7 @@ def call(event: dict[str, Any]) -> tuple[int, Any]:
     if response.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()
     content_type = dict(response["headers"]).get("content-type", "")
-    parsed = json.loads(body) if content_type.startswith("application/json") else body
+    parsed = json.loads(body) if body and content_type.startswith("application/json") else body
     return response["statusCode"], parsed
 
 

@@ -82,9 +82,9 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     forget_apps()
 
 
-def heron(*args: str) -> Result:
+def heron(*args: str, input: str | None = None) -> Result:
     forget_apps()
-    return CliRunner().invoke(app, list(args))
+    return CliRunner().invoke(app, list(args), input=input)
 
 
 def ok(*args: str) -> str:
@@ -189,6 +189,33 @@ def test_retry_from_seq_reruns_from_there() -> None:
     out = ok("retry", "r-2", "--from-seq", "0")
 
     assert "retried run r-2" in out and "waiting" in out
+
+
+def test_delete_removes_a_run_after_asking() -> None:
+    ok("start", "greet", '"ada"', "--run-id", "r-3")
+
+    refused = heron("delete", "r-3", input="n\n")
+    assert refused.exit_code == 2 and "not deleted" in refused.stderr
+    assert "r-3" in ok("ls")
+
+    assert "deleted run r-3" in heron("delete", "r-3", input="y\n").stdout
+    assert "no runs" in ok("ls")
+    assert "run 'r-3' not found" in usage_error("delete", "r-3", "--yes")
+
+
+def test_stored_text_cannot_drive_the_terminal() -> None:
+    # given a run whose id, tag, input and output carry escape sequences and markup
+    hostile = "\x1b]0;pwned\x07\x1b[2J\u009b31m\u202e[bold]x[/]"
+    ok("start", "greet", json.dumps(hostile), "--run-id", "r-4", "--tag", "[red]vip")
+    ok("signal", "r-4", "reply", json.dumps({"text": hostile}))
+
+    # then nothing the CLI prints holds a control character: they are shown escaped
+    for args in (("ls",), ("inspect", "r-4"), ("inspect", "r-4", "--json")):
+        out = ok(*args)
+        assert all(c.isprintable() or c == "\n" for c in out), (args, out)
+    shown = ok("inspect", "r-4")
+    assert "\\x1b]0;pwned\\x07" in shown and "[bold]x[/]" in shown and "[red]vip" in shown
+    assert json.loads(ok("inspect", "r-4", "--json"))["input"] == hostile
 
 
 def test_start_is_idempotent_on_run_id() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,26 +31,22 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def dev_server(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, list[str]]]:
+    """``heron dev`` on a free port: yields its URL and, once it has stopped, its output."""
     port = free_port()
-    env = {
-        **os.environ,
-        "HERON_APP": APP,
-        "HERON_STORE": f"sqlite:///{tmp_path / 'dev.db'}",
-        "PYTHONPATH": str(ROOT),
-    }
     for name in ("HERON_API_TOKEN", "HERON_API_AUTH", "HERON_QUEUE_URL"):
         env.pop(name, None)
     process = subprocess.Popen(
         [str(HERON), "dev", "--port", str(port), "--interval", "0.1"],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    output: list[str] = []
     try:
         for _ in range(POLLS):
             try:
@@ -60,15 +58,28 @@ def dev_server(tmp_path: Path) -> Iterator[str]:
             time.sleep(POLL)
         else:
             pytest.fail("heron dev did not come up")
-        yield base
+        yield base, output
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            output, _ = process.communicate(timeout=10)
+            text, _ = process.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-            output, _ = process.communicate()
-        assert "heron dev" in output, output
+            text, _ = process.communicate()
+        output.append(text)
+        assert "heron dev" in text, text
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path) -> Iterator[str]:
+    env = {
+        **os.environ,
+        "HERON_APP": APP,
+        "HERON_STORE": f"sqlite:///{tmp_path / 'dev.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    with serving(env, ROOT) as (base, _):
+        yield base
 
 
 def test_heron_dev_serves_the_api_and_sweeps_a_sleeping_run_to_completion(
@@ -90,3 +101,36 @@ def test_heron_dev_serves_the_api_and_sweeps_a_sleeping_run_to_completion(
 
         page = client.get("/dashboard")
         assert page.status_code == 200 and "nap-1" in page.text
+
+
+BROKEN_APP = textwrap.dedent(
+    """
+    from heron.runtime import Runtime
+    from heron.stores.memory import MemoryStore
+
+
+    class BrokenStore(MemoryStore):
+        async def list_runs(self, query):
+            raise RuntimeError("listing is broken")
+
+
+    rt = Runtime(store=BrokenStore())
+    """
+)
+
+
+def test_heron_dev_logs_the_error_behind_a_500(tmp_path: Path) -> None:
+    # given an app whose store fails in a way the API does not expect
+    (tmp_path / "broken_app.py").write_text(BROKEN_APP)
+    env = {k: v for k, v in os.environ.items() if k != "HERON_STORE"}
+    env |= {"HERON_APP": "broken_app:rt", "PYTHONPATH": str(ROOT)}
+
+    # when a request hits it
+    with serving(env, tmp_path) as (base, output):
+        answer = httpx.get(f"{base}/runs", timeout=5)
+        assert answer.status_code == 500
+        assert "listing is broken" not in answer.text  # the details stay on the server
+
+    # then heron dev printed what went wrong
+    assert "unexpected error answering GET /runs" in output[0]
+    assert "RuntimeError: listing is broken" in output[0]
