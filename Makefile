@@ -26,9 +26,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/heron demo
 
-## Run the whole test suite.
+## Run the whole test suite, in TEST_WORKERS processes (pytest-xdist; each starts its own
+## servers on free ports). Most tests wait on a server, so more workers than cores pays off.
+TEST_WORKERS ?= 4
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

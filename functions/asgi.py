@@ -213,12 +213,26 @@ class BufferedSignal(BaseModel):
     at: float
 
 
+class Waiting(BaseModel):
+    """One thing a suspended run waits for."""
+
+    seq: int
+    kind: str = Field(
+        description="sleep, signal (name: the signal; several joined by |), child (name: its "
+        "run id), retry (name: the step), time (the invocation ran out of time)"
+    )
+    name: str
+    until: float | None = Field(description="When it fires or times out (epoch seconds).")
+
+
 class RunDetail(RunSummary):
     input: Any = None
     output: Any = None
     error: dict[str, Any] | None = None
     steps: list[Step]
     signals: list[BufferedSignal]
+    children: list[str] = Field(default_factory=list, description="Ids of its child runs.")
+    waiting_for: list[Waiting] = Field(default_factory=list)
 
 
 class RunList(BaseModel):
@@ -276,6 +290,10 @@ def _detail(info: RunInfo) -> RunDetail:
         error=info.error,
         steps=[_step(cp) for cp in info.steps],
         signals=[BufferedSignal(id=s.id, name=s.name, at=s.at) for s in info.signals],
+        children=list(info.children),
+        waiting_for=[
+            Waiting(seq=w.seq, kind=w.kind, name=w.name, until=w.until) for w in info.waiting_for
+        ],
     )
 
 

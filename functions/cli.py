@@ -511,7 +511,7 @@ def schema_ensure(ctx: typer.Context) -> None:
         return repr(rt.store)
 
     store = _run(ctx, body)
-    _console().print(f"schema ready: {escape(store)}")
+    _console().print(f"schema ready: {escape(store)}", soft_wrap=True)
 
 
 @app.command()

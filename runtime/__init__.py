@@ -52,6 +52,7 @@ from heron.runtime._runtime import (
     check_signal_name,
 )
 from heron.runtime._serde import MAX_DEPTH
+from heron.runtime._state import Wait
 
 # A library logs, the application decides where to: nothing reaches stderr unless configured.
 logging.getLogger("heron").addHandler(logging.NullHandler())
@@ -82,6 +83,7 @@ __all__ = [
     "StoreError",
     "SystemClock",
     "TooManySignals",
+    "Wait",
     "WorkflowFailed",
     "WorkflowNotFound",
     "check_run_id",

@@ -65,6 +65,7 @@ async def execute(
     committed, the children it started, the engine state to save). Raises the store error the
     invocation met (the invocation fails; the run does not)."""
     state = EngineState.from_json(loaded.run.engine)
+    state.waits = []  # what the run waited for until now: no longer
     inv = Invocation(
         loaded,
         store=engine.store,
@@ -115,6 +116,7 @@ async def execute(
             )
     # what the run waits for, read before unwinding releases the blocked operations
     status, deadlines = inv.suspended_status(), inv.deadlines()
+    inv.state.waits = inv.waits() if quiet else []
     inv.unwind()  # quiet or done: whatever still waits in this invocation unwinds
     raised, output = await _finish(inv, task)
     facts = Facts(

@@ -47,7 +47,7 @@ from heron.runtime._errors import NonDeterminismError, Suspend
 from heron.runtime._lease import Lease
 from heron.runtime._registry import Registry
 from heron.runtime._serde import Encoded
-from heron.runtime._state import EngineState
+from heron.runtime._state import EngineState, Wait
 from heron.stores.contract import (
     MAX_PENDING_SIGNALS,
     Checkpoint,
@@ -89,6 +89,8 @@ class Blocked:
     kind: BlockKind
     deadline: float | None
     future: asyncio.Future[None]
+    #: What it waits for, for people (``Wait.kind``, ``Wait.name``); ``None``: nothing to show.
+    what: tuple[str, str] | None = None
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
@@ -275,14 +277,21 @@ class Invocation:
 
     # -- blocking -----------------------------------------------------------------------------
 
-    async def block(self, seq: int, kind: BlockKind, deadline: float | None) -> NoReturn:
+    async def block(
+        self,
+        seq: int,
+        kind: BlockKind,
+        deadline: float | None,
+        what: tuple[str, str] | None = None,
+    ) -> NoReturn:
         """Wait, in this invocation, for what only a later one can give; registers ``deadline``
-        (when the run must wake for it). Never returns: raises ``Suspend`` when the executor
-        unwinds the workflow; a cancellation from the workflow raises ``CancelledError``."""
+        (when the run must wake for it) and ``what`` it waits for (shown to people). Never
+        returns: raises ``Suspend`` when the executor unwinds the workflow; a cancellation from
+        the workflow raises ``CancelledError``."""
         if self.unwinding:
             raise Suspend()
         future: asyncio.Future[None] = self.loop.create_future()
-        self.blocked[seq] = Blocked(kind, deadline, future)
+        self.blocked[seq] = Blocked(kind, deadline, future, what)
         task = asyncio.current_task()
         if task is not None:
             self.blocked_tasks.add(task)
@@ -311,6 +320,15 @@ class Invocation:
     def deadlines(self) -> list[float]:
         return [b.deadline for b in self.blocked.values() if b.deadline is not None]
 
+    def waits(self) -> list[Wait]:
+        """What the blocked operations wait for, in seq order (for people: the header keeps it
+        while the run is suspended)."""
+        return [
+            Wait(seq, b.what[0], b.what[1], b.deadline)
+            for seq, b in sorted(self.blocked.items())
+            if b.what is not None
+        ]
+
     def suspended_status(self) -> str:
         """``sleeping`` / ``waiting`` / ``pending``: what the blocked operations wait for."""
         kinds = [b.kind for b in self.blocked.values()] or ["waiting"]
@@ -330,7 +348,7 @@ class Invocation:
             self.stopping = True
             await self.block(seq, "stopped", None)
         if self.out_of_time():
-            await self.block(seq, "pending", self.clock.now())
+            await self.block(seq, "pending", self.clock.now(), ("time", "the next invocation"))
 
     # -- quiet ----------------------------------------------------------------------------------
 

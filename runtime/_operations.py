@@ -162,7 +162,8 @@ async def step(
         )
         return await _give_up(inv, seq, spec, error, attempts)
     if state is not None and state.at is not None and state.at > inv.clock.now():
-        await inv.block(seq, "sleeping", state.at)  # a back-off that outlived an invocation
+        # a back-off that outlived an invocation
+        await inv.block(seq, "sleeping", state.at, ("retry", spec.name))
     while True:
         attempts += 1
         if first or attempts > 1:  # counted before it starts (see the module docstring)
@@ -192,7 +193,7 @@ async def step(
             inv.state.retries[seq] = RetryState(attempts, now + delay)
             inv.log_retry(spec.name, seq, attempts, exc, delay)
             if delay > inv.limits.inline_retry_limit or inv.out_of_time(now + delay):
-                await inv.block(seq, "sleeping", now + delay)
+                await inv.block(seq, "sleeping", now + delay, ("retry", spec.name))
             await inv.clock.sleep(delay)
             continue
         finally:
@@ -309,7 +310,7 @@ async def timer(inv: Invocation, seq: int, deadline_of: Callable[[float], float]
     deadline = inv.state.timers.setdefault(seq, deadline_of(now))
     if now < deadline:
         try:
-            await inv.block(seq, "sleeping", deadline)
+            await inv.block(seq, "sleeping", deadline, ("sleep", "sleep"))
         except asyncio.CancelledError:
             await _cancelled(inv, seq, "sleep", "sleep")
             raise
@@ -344,7 +345,7 @@ async def wait_signal(
         deadline = None if timeout is None else inv.state.timers.setdefault(seq, now + timeout)
         if deadline is None or now < deadline:
             try:
-                await inv.block(seq, "waiting", deadline)
+                await inv.block(seq, "waiting", deadline, ("signal", recorded_name))
             except asyncio.CancelledError:
                 await _cancelled(inv, seq, "signal", recorded_name)
                 raise
@@ -410,7 +411,8 @@ async def _child_live(inv: Invocation, seq: int, workflow: str, input: Any) -> C
     signal = inv.take_signal((CHILD_SIGNAL + run_id,))
     if signal is None:
         try:
-            await inv.block(seq, "waiting", None)  # the child signals when it ends
+            # the child signals when it ends
+            await inv.block(seq, "waiting", None, ("child", run_id))
         except asyncio.CancelledError:
             await _cancelled(inv, seq, "child", workflow)
             raise
@@ -419,7 +421,7 @@ async def _child_live(inv: Invocation, seq: int, workflow: str, input: Any) -> C
     outcome = await _child_outcome(inv, run_id)
     if outcome is None or outcome.parent_id != inv.run_id or not outcome.terminal:
         inv.take_back(signal)
-        await inv.block(seq, "waiting", None)
+        await inv.block(seq, "waiting", None, ("child", run_id))
     error = None
     if outcome.status != "completed":
         cause = ErrorRecord.from_dict(outcome.error)

@@ -42,7 +42,7 @@ from heron.runtime._operations import CHILD_SIGNAL, RESERVED_PREFIX, StepKey
 from heron.runtime._registry import Registry
 from heron.runtime._retry import RetryPolicy
 from heron.runtime._serde import encode
-from heron.runtime._state import EngineState
+from heron.runtime._state import EngineState, Wait
 from heron.stores.contract import (
     MAX_PENDING_SIGNALS,
     TERMINAL_STATUSES,
@@ -104,6 +104,8 @@ class RunInfo:
     steps: list[Checkpoint] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
+    #: What a suspended run waits for (a sleep, a signal, a child, a retry), with deadlines.
+    waiting_for: list[Wait] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -444,6 +446,7 @@ class Runtime:
         """The run, its status and its timeline. Raises ``RunNotFound``."""
         loaded = await self._load(run_id)
         run = loaded.run
+        state = EngineState.from_json(run.engine)
         status: str = run.status
         live = run.lease_expires_at is not None and run.lease_expires_at > self.clock.now()
         if not run.terminal and live:
@@ -463,7 +466,8 @@ class Runtime:
             wake_at=run.wake_at,
             steps=loaded.checkpoints,
             signals=[s for s in loaded.signals if not s.name.startswith(RESERVED_PREFIX)],
-            children=EngineState.from_json(run.engine).children,
+            children=state.children,
+            waiting_for=state.waits if status in ("sleeping", "waiting", "pending") else [],
         )
 
     async def list_runs(
@@ -598,6 +602,7 @@ class Runtime:
         state = EngineState.from_json(run.engine)
         state.timers.clear()
         state.retries.clear()
+        state.waits.clear()
         state.lost = state.live = None
         state.notify = run.parent_id is not None
         run.updated_at = self.clock.now()

@@ -16,6 +16,8 @@ suspends, finishes, or retries a step). Nothing here is written per step.
               without a release: a crash, a timeout, an out-of-memory kill)
 ``nonce``     a secret of the run, part of its children's ids (so nobody can guess and squat
               them)
+``waits``     what a suspended run waits for (:class:`Wait`), for people: written when the run
+              suspends, gone when it resumes and ends; the engine never reads it back
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EngineState", "LostInvocations", "RetryState"]
+__all__ = ["EngineState", "LostInvocations", "RetryState", "Wait"]
 
 
 @dataclass(slots=True)
@@ -44,6 +46,32 @@ class LostInvocations:
     mark: int
 
 
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """One thing a suspended run waits for: ``kind`` is ``sleep``, ``signal`` (``name`` the
+    signal, several joined by ``|``), ``child`` (``name`` the child run's id), ``retry``
+    (``name`` the step) or ``time`` (the invocation ran out of time); ``until`` when it gives
+    up or fires (epoch seconds; ``None``: no deadline); ``seq`` its place in the history."""
+
+    seq: int
+    kind: str
+    name: str
+    until: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "name": self.name, "until": self.until}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Wait:
+        until = data.get("until")
+        return cls(
+            int(data.get("seq", 0)),
+            str(data.get("kind", "")),
+            str(data.get("name", "")),
+            None if until is None else float(until),
+        )
+
+
 @dataclass(slots=True)
 class EngineState:
     timers: dict[int, float] = field(default_factory=dict)
@@ -53,6 +81,7 @@ class EngineState:
     live: int | None = None
     lost: LostInvocations | None = None
     nonce: str = ""
+    waits: list[Wait] = field(default_factory=list)
 
     @classmethod
     def new(cls) -> EngineState:
@@ -78,6 +107,7 @@ class EngineState:
             live=None if data.get("live") is None else int(data["live"]),
             lost=LostInvocations(int(lost["count"]), int(lost["mark"])) if lost else None,
             nonce=str(data.get("nonce", "")),
+            waits=[Wait.from_json(w) for w in data.get("waits") or [] if isinstance(w, dict)],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +129,8 @@ class EngineState:
             data["lost"] = {"count": self.lost.count, "mark": self.lost.mark}
         if self.nonce:
             data["nonce"] = self.nonce
+        if self.waits:
+            data["waits"] = [wait.to_json() for wait in self.waits]
         return data
 
     def forget_from(self, seq: int) -> None:
@@ -106,3 +138,4 @@ class EngineState:
         self.timers = {s: d for s, d in self.timers.items() if s < seq}
         self.retries = {s: r for s, r in self.retries.items() if s < seq}
         self.lost = None
+        self.waits = []

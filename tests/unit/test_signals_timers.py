@@ -57,6 +57,52 @@ async def test_a_sleeping_run_reports_sleeping_and_its_wake(rt: Runtime, clock: 
     assert saved is not None and saved.status == "completed"
 
 
+async def test_a_suspended_run_says_what_it_waits_for_and_until_when(
+    rt: Runtime, clock: FakeClock
+) -> None:
+    @rt.workflow("kid")
+    async def kid(ctx: Context, _: Any) -> str:
+        await ctx.wait_for_signal("go")
+        return "done"
+
+    @rt.workflow("w")
+    async def w(ctx: Context, _: Any) -> Any:
+        async def nap() -> None:
+            await ctx.sleep(100)
+
+        return await asyncio.gather(
+            nap(),
+            ctx.wait_for_any_signal("approve", "reject", timeout=50),
+            ctx.child("kid"),
+        )
+
+    run_id = await rt.start("w")
+    now = clock.now()
+    await rt.resume(run_id)
+
+    info = await rt.get(run_id)
+    assert info.status == "sleeping"  # a timer is pending: it will wake by itself
+    (child,) = info.children
+    # (the helper coroutine takes its seq when gather runs it: after the two direct calls)
+    assert [(w.seq, w.kind, w.name, w.until) for w in info.waiting_for] == [
+        (0, "signal", "approve|reject", now + 50),
+        (1, "child", child, None),
+        (2, "sleep", "sleep", now + 100),
+    ]
+    assert info.wake_at == now + 50
+
+    # once the signal and the child came, only the sleep is left; at the end, nothing
+    await rt.signal(run_id, "approve")
+    await rt.signal(child, "go")
+    await rt.resume(child)
+    await rt.resume(run_id)
+    info = await rt.get(run_id)
+    assert [(w.kind, w.until) for w in info.waiting_for] == [("sleep", now + 100)]
+    clock.advance(100)
+    await rt.wait(run_id)
+    assert (await rt.get(run_id)).waiting_for == []
+
+
 @pytest.mark.parametrize(
     "duration", [dt.timedelta(hours=2), 7200, 7200.0], ids=["timedelta", "int", "float"]
 )
