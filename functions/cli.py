@@ -25,8 +25,6 @@ Only this module imports typer and rich: the Lambda handlers never import it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime as dt
 import json
 import logging
 import sys
@@ -35,16 +33,26 @@ import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape as _markup_escape
-from rich.table import Table
-from rich.text import Text
 
-from heron.functions._app import AppNotFound, load_runtime
+from heron.functions._app import DEFAULT_APP, AppNotFound, load_runtime, resolve_spec
 from heron.functions._config import Config, StorePinned, configure
+from heron.functions._shapes import run_detail, run_summary
+from heron.functions._terminal import (
+    abbrev,
+    clean,
+    clean_json,
+    console,
+    error_text,
+    escape,
+    header,
+    run_lines,
+    status_line,
+    timeline,
+)
 from heron.runtime import (
     Conflict,
     HeronError,
@@ -56,27 +64,20 @@ from heron.runtime import (
     WorkflowNotFound,
 )
 from heron.stores import MissingExtra
-from heron.stores.contract import Checkpoint, RunStatus, RunSummary
+from heron.stores.contract import Checkpoint, RunQuery, RunStatus, RunSummary
 
 __all__ = ["app", "main"]
 
 T = TypeVar("T")
 
+#: Runs ``heron ls`` shows at most on one page (as ``GET /runs``).
+MAX_PAGE = 200
 #: Exit status for bad input: unknown run or workflow, invalid JSON, a bad option value.
 EXIT_USAGE = 2
 #: Exit status for anything else that went wrong (a store error, a failed run).
 EXIT_FAILURE = 1
 
 STATUSES: tuple[str, ...] = typing.get_args(RunStatus)
-STATUS_STYLES = {
-    "pending": "blue",
-    "running": "bold blue",
-    "sleeping": "cyan",
-    "waiting": "yellow",
-    "completed": "green",
-    "failed": "bold red",
-    "cancelled": "magenta",
-}
 #: Errors that mean the user asked for something that does not exist or cannot be: exit 2.
 _USAGE_ERRORS: tuple[type[BaseException], ...] = (
     AppNotFound,
@@ -106,6 +107,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode="markdown",  # docstrings' line breaks are not kept in --help
 )
 schema_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
@@ -117,11 +119,20 @@ class Settings:
 
     app: str | None = None
     store: str | None = None
+    debug: bool = False
 
 
 def main() -> None:
     """The ``heron`` console script."""
     app(prog_name="heron")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from heron import __version__
+
+        typer.echo(f"heron {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -154,13 +165,22 @@ def _options(
             help="Import the app from this folder (default: the current one).",
         ),
     ] = Path("."),
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks: of the app's import, of errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     _log_to_stderr()
     # As uvicorn does: modules in the app folder (the current one by default) can be apps.
     folder = str(app_dir.resolve())
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    ctx.obj = Settings(app=app_spec, store=store)
+    ctx.obj = Settings(app=app_spec, store=store, debug=debug)
 
 
 def _log_to_stderr(level: int = logging.ERROR) -> None:
@@ -188,7 +208,7 @@ class _StderrHandler(logging.Handler):
 
 
 def _clean_lines(text: str) -> str:
-    return "\n".join(_clean(line) for line in text.split("\n"))
+    return "\n".join(clean(line) for line in text.split("\n"))
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -219,9 +239,10 @@ def start(
         return await rt.get(new_id)
 
     info = _run(ctx, body)
-    out = _console()
+    out = console()
     out.print(f"started run [bold]{escape(info.id)}[/] ({escape(info.workflow)} v{info.version})")
-    out.print(_status_line(info), soft_wrap=True)
+    out.print(status_line(info), soft_wrap=True)
+    _exit_if_failed(info)
 
 
 @app.command()
@@ -240,14 +261,18 @@ def signal(
     payload = _parse_json(payload_json, "PAYLOAD_JSON")
 
     async def body(rt: Runtime) -> RunInfo:
+        before = await rt.get(run_id)
+        if before.terminal:  # as the API answers 409 RunEnded
+            raise RunEnded(f"run {run_id!r} is {before.status}; it takes no more signals")
         await rt.signal(run_id, name, payload, signal_id=signal_id)
         await _settle(rt)
         return await rt.get(run_id)
 
     info = _run(ctx, body)
-    out = _console()
+    out = console()
     out.print(f"sent signal [bold]{escape(name)}[/] to run [bold]{escape(run_id)}[/]")
-    out.print(_status_line(info), soft_wrap=True)
+    out.print(status_line(info), soft_wrap=True)
+    _exit_if_failed(info)
 
 
 @app.command("ls")
@@ -258,37 +283,38 @@ def list_runs(
         str | None, typer.Option("--status", "-s", help=f"One of {', '.join(STATUSES)}.")
     ] = None,
     tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only runs with this tag.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=MAX_PAGE, help="At most this many.")
+    ] = 20,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="The next page: what the last page printed.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {runs, next_cursor} as GET /runs does.")
+    ] = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first, a page at a time."""
     if status is not None and status not in STATUSES:
         _fail(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+    query = RunQuery(workflow=workflow, status=status, tag=tag, limit=limit, cursor=cursor)
 
     async def body(rt: Runtime) -> tuple[list[RunSummary], str | None]:
-        return await rt.list_runs(workflow=workflow, status=status, tag=tag, limit=limit)
+        return await rt.list_runs(query)
 
-    runs, more = _run(ctx, body)
-    out = _console()
+    runs, more = _run(ctx, body, no_store=lambda: ([], None))
+    if as_json:
+        page = {"runs": [run_summary(run) for run in runs], "next_cursor": more}
+        typer.echo(clean_json(json.dumps(page, ensure_ascii=False, indent=2)))
+        return
+    out = console()
     if not runs:
         out.print("[dim]no runs[/]")
         return
-    now = time.time()
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("RUN", "WORKFLOW", "STATUS", "CREATED", "UPDATED", "WAKES", "TAGS"):
-        table.add_column(column, no_wrap=column != "TAGS")
-    for run in runs:
-        table.add_row(
-            _plain(run.id),
-            _plain(f"{run.workflow} v{run.version}"),
-            _status_text(run.status),
-            _local_time(run.created_at),
-            _local_time(run.updated_at),
-            _wake_text(run.wake_at, now),
-            _plain(", ".join(run.tags)),
-        )
-    out.print(table)
+    shown = run_lines(runs, time.time(), out.width)
+    for line in shown if isinstance(shown, list) else [shown]:
+        out.print(line, soft_wrap=True)
     if more:
-        out.print(f"[dim]more runs than --limit {limit}[/]")
+        out.print(f"[dim]more: heron ls --cursor {escape(more)}[/]", soft_wrap=True)
 
 
 @app.command()
@@ -296,30 +322,27 @@ def inspect(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to show.")],
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the run and its timeline as JSON.")
+        bool, typer.Option("--json", help="Print the run as GET /runs/{id} does.")
     ] = False,
 ) -> None:
-    """Show a run: its header, then its timeline (one row per checkpoint)."""
+    """Show a run: its header, then its timeline (one row per checkpoint, a bar for each)."""
+
+    def not_found() -> tuple[RunInfo, list[RunSummary]]:
+        _fail(f"run {run_id!r} not found")
 
     async def body(rt: Runtime) -> tuple[RunInfo, list[RunSummary]]:
         info = await rt.get(run_id)
         children, _ = await rt.list_runs(parent_id=run_id, limit=100)
         return info, children
 
-    info, children = _run(ctx, body)
-    if as_json:  # the shape GET /runs/{id} answers with; heron.testing replays it
-        detail = dataclasses.asdict(info)
-        detail["children"] = [child.id for child in children]
-        typer.echo(_clean_json(json.dumps(detail, ensure_ascii=False, indent=2)))
+    info, children = _run(ctx, body, no_store=not_found)
+    if as_json:  # heron.testing's replay takes it as it is
+        typer.echo(clean_json(json.dumps(run_detail(info), ensure_ascii=False, indent=2)))
         return
-    out = _console()
-    out.print(_header(info, children))
+    out = console()
+    out.print(header(info, children))
     out.print()
-    out.print(_timeline(info, out.width))
-    pending = info.signals
-    if pending:
-        names = ", ".join(s.name for s in pending)
-        out.print(f"[dim]buffered signals not consumed yet: {escape(names)}[/]")
+    out.print(timeline(info, out.width))
 
 
 @app.command()
@@ -338,12 +361,12 @@ def cancel(
         return before, await rt.get(run_id)
 
     before, info = _run(ctx, body)
-    out = _console()
+    out = console()
     if before in ("completed", "failed", "cancelled"):
         out.print(f"run [bold]{escape(run_id)}[/] is already {before}; nothing to cancel")
     else:
         out.print(f"cancelled run [bold]{escape(run_id)}[/] (it was {before})")
-    out.print(_status_line(info), soft_wrap=True)
+    out.print(status_line(info), soft_wrap=True)
 
 
 @app.command()
@@ -364,9 +387,10 @@ def retry(
         return await rt.get(run_id)
 
     info = _run(ctx, body)
-    out = _console()
+    out = console()
     out.print(f"retried run [bold]{escape(run_id)}[/]")
-    out.print(_status_line(info), soft_wrap=True)
+    out.print(status_line(info), soft_wrap=True)
+    _exit_if_failed(info)
 
 
 @app.command()
@@ -382,14 +406,14 @@ def delete(
 
     if not _run(ctx, exists):
         _fail(f"run {run_id!r} not found")
-    if not yes and not typer.confirm(f"delete run {_clean(run_id)} and its history?"):
+    if not yes and not typer.confirm(f"delete run {clean(run_id)} and its history?"):
         _fail("not deleted")
 
     async def body(rt: Runtime) -> None:
         await rt.delete(run_id)
 
     _run(ctx, body)
-    _console().print(f"deleted run [bold]{escape(run_id)}[/]")
+    console().print(f"deleted run [bold]{escape(run_id)}[/]")
 
 
 @app.command()
@@ -402,7 +426,7 @@ def sweep(
     ] = 1.0,
 ) -> None:
     """Resume every run that is due (a timer fired, a signal came, a lease lapsed)."""
-    out = _console()
+    out = console()
 
     async def once(rt: Runtime) -> int:
         due = await rt.store.due(rt.clock.now(), limit)
@@ -411,7 +435,7 @@ def sweep(
             await rt.dispatcher.drain()
             for run_id in due:
                 try:
-                    out.print(f"resumed: {_status_line(await rt.get(run_id))}", soft_wrap=True)
+                    out.print(f"resumed: {status_line(await rt.get(run_id))}", soft_wrap=True)
                 except RunNotFound:  # deleted meanwhile
                     continue
         elif count:
@@ -459,7 +483,7 @@ def dev(
     api = ApiSettings.from_env()
     if not api.token and not api.iam:
         api = ApiSettings(open=True, max_body=api.max_body)
-    out = _console()
+    out = console()
 
     async def serve() -> None:
         rt = _open_runtime(settings)
@@ -498,7 +522,7 @@ async def _sweep_forever(rt: Runtime, interval: float) -> None:
         try:
             await rt.sweep()
         except Exception as exc:  # a store blip: report it, keep sweeping
-            _console(stderr=True).print(f"[red]sweep failed: {escape(str(exc))}[/]")
+            console(stderr=True).print(f"[red]sweep failed: {escape(str(exc))}[/]")
         await asyncio.sleep(interval)
 
 
@@ -511,7 +535,7 @@ def schema_ensure(ctx: typer.Context) -> None:
         return repr(rt.store)
 
     store = _run(ctx, body)
-    _console().print(f"schema ready: {escape(store)}", soft_wrap=True)
+    console().print(f"schema ready: {escape(store)}", soft_wrap=True)
 
 
 @app.command()
@@ -549,7 +573,7 @@ def init(
         )
     except (ProjectExists, ValueError) as exc:
         _fail(str(exc))
-    out = _console()
+    out = console()
     where = escape(str(project.root))
     out.print(f"wrote a Heron project to [bold]{where}[/] ({len(project.files)} files)")
     out.print(f"Heron comes from: {escape(project.requirement)}", soft_wrap=True)
@@ -577,7 +601,7 @@ def demo(
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     settings = Settings(app="heron.functions.demo:rt", store=f"sqlite:///{db}")
-    out = _console()
+    out = console()
     out.print(f"[bold]heron demo[/]: the example order workflow on [cyan]{escape(str(db))}[/]")
 
     async def body(rt: Runtime) -> None:
@@ -616,12 +640,12 @@ async def _demo(rt: Runtime, out: Console, timeout: float, store_url: str) -> No
     narrator.say(f"[green]run {run_id} completed[/] in {time.monotonic() - t0:.2f}s")
 
     out.print()
-    out.print(_timeline(info, out.width, title=f"run {run_id} · order v{info.version}"))
+    out.print(timeline(info, out.width, title=f"run {run_id} · order v{info.version}"))
     for child in children:
         child_info = await rt.get(child.id)
         out.print()
         title = f"child run {child.id} · {child.workflow} v{child.version}"
-        out.print(_timeline(child_info, out.width, title=title))
+        out.print(timeline(child_info, out.width, title=title))
     out.print()
     out.print("[bold]output[/]")
     out.print_json(data=output)
@@ -674,21 +698,21 @@ class _Narrator:
     def _describe(cp: Checkpoint) -> str:
         name = escape(cp.name)
         if cp.error is not None:
-            return f"[red]✗ {cp.kind} {name} failed: {escape(_error_text(cp.error))}[/]"
+            return f"[red]✗ {cp.kind} {name} failed: {escape(error_text(cp.error))}[/]"
         if cp.kind == "step" and cp.attempts > 1:
             failed = "attempt 1" if cp.attempts == 2 else f"attempts 1-{cp.attempts - 1}"
             return (
                 f"[yellow]↻ retrying {name}[/]: {failed} failed with a transient error, "
-                f"attempt {cp.attempts} succeeded → {escape(_abbrev(cp.value, 40))}"
+                f"attempt {cp.attempts} succeeded → {escape(abbrev(cp.value, 40))}"
             )
         if cp.kind == "sleep":
             return "✓ woke up: the durable sleep is over"
         if cp.kind == "signal":
             payload = cp.value.get("payload") if isinstance(cp.value, dict) else cp.value
-            return f"✓ received signal [bold]{name}[/] {escape(_abbrev(payload, 40))}"
+            return f"✓ received signal [bold]{name}[/] {escape(abbrev(payload, 40))}"
         if cp.kind == "child":
-            return f"✓ child workflow [bold]{name}[/] done → {escape(_abbrev(cp.value, 50))}"
-        return f"✓ {cp.kind} [bold]{name}[/] → {escape(_abbrev(cp.value, 50))}"
+            return f"✓ child workflow [bold]{name}[/] done → {escape(abbrev(cp.value, 50))}"
+        return f"✓ {cp.kind} [bold]{name}[/] → {escape(abbrev(cp.value, 50))}"
 
     def _status(self, run: RunInfo) -> None:
         if run.status == "sleeping" and run.wake_at is not None:
@@ -701,176 +725,37 @@ class _Narrator:
             else:
                 self.say("[yellow]… waiting for the child workflow[/]")
         elif run.status == "failed":
-            self.say(f"[red]✗ failed: {escape(_error_text(run.error))}[/]")
-
-
-# -- rendering ---------------------------------------------------------------------------------
-
-
-def _clean(text: str) -> str:
-    """``text`` with every non-printable character written as its escape (``\\x1b``): a
-    stored value must never retitle, clear or rewrite the user's terminal (ESC, CSI, BEL, CR,
-    bidi overrides, ...). Everything the CLI prints from a store goes through here."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-        for c in text
-    )
-
-
-def escape(text: str) -> str:
-    """Stored text made safe for rich markup: non-printables escaped, then markup escaped."""
-    return _markup_escape(_clean(text))
-
-
-def _plain(text: str, style: str = "") -> Text:
-    """A table cell holding stored text, never parsed as markup."""
-    return Text(_clean(text), style=style)
-
-
-def _clean_json(text: str) -> str:
-    """JSON text (from ``json.dumps(..., ensure_ascii=False)``) with non-printable characters
-    inside its strings written as ``\\u`` escapes: still the same JSON, safe on a terminal."""
-    return (
-        "".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text)
-        if not text.isprintable()
-        else text
-    )
-
-
-def _console(stderr: bool = False) -> Console:
-    # Made per use, so it writes to whatever sys.stdout is now (typer's CliRunner swaps it).
-    return Console(stderr=stderr, highlight=False)
-
-
-def _status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLES.get(status, ""))
-
-
-def _status_line(info: RunInfo) -> str:
-    status = f"[{STATUS_STYLES.get(info.status, 'default')}]{info.status}[/]"
-    line = f"{escape(info.id)} ({escape(info.workflow)}) is {status}"
-    if info.status == "sleeping" and info.wake_at is not None:
-        line += f", wakes {_wake_text(info.wake_at, time.time())}"
-    elif info.status == "waiting":
-        line += " for a signal or a child run"
-    elif info.status == "completed":
-        line += f": {escape(_abbrev(info.output, 60))}"
-    elif info.error:
-        line += f": {escape(_error_text(info.error))}"
-    return line
-
-
-def _header(info: RunInfo, children: Sequence[RunSummary]) -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    grid.add_row("run", _plain(info.id))
-    grid.add_row("workflow", _plain(f"{info.workflow} v{info.version}"))
-    grid.add_row("status", _status_text(info.status))
-    grid.add_row("created", _local_time(info.created_at))
-    elapsed = info.updated_at - info.created_at
-    grid.add_row("updated", f"{_local_time(info.updated_at)} (+{elapsed:.2f}s)")
-    if info.wake_at is not None:
-        grid.add_row("wakes", _wake_text(info.wake_at, time.time()))
-    if info.parent_id:
-        grid.add_row("parent", _plain(info.parent_id))
-    if children:
-        grid.add_row("children", _plain(", ".join(f"{c.id} ({c.status})" for c in children)))
-    if info.tags:
-        grid.add_row("tags", _plain(", ".join(info.tags)))
-    grid.add_row("input", _plain(_abbrev(info.input, 200)))
-    if info.output is not None:
-        grid.add_row("output", _plain(_abbrev(info.output, 200)))
-    if info.error:
-        grid.add_row("error", Text(_error_text(info.error), style="red"))
-    return grid
-
-
-def _timeline(info: RunInfo, width: int, title: str | None = None) -> Table:
-    """One row per checkpoint; the value column gets what ``width`` leaves, the rest never
-    shrink (rich would otherwise squeeze every column alike on a narrow terminal)."""
-    rows: list[tuple[str, str, str, str, str, Text]] = []
-    for cp in info.steps:
-        if cp.error is not None:
-            result = Text(_error_text(cp.error), style="red")
-        else:
-            result = Text(_abbrev(_shown_value(cp), 500))
-        rows.append(
-            (
-                str(cp.seq),
-                escape(cp.kind),
-                escape(cp.name),
-                str(cp.attempts),
-                f"+{cp.at - info.created_at:.2f}s",
-                result,
-            )
-        )
-    headers = ("seq", "kind", "name", "tries", "at")
-    fixed = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
-    # Borders and padding take 3 characters a column, plus one.
-    value_width = max(16, width - sum(fixed) - 3 * (len(headers) + 1) - 1)
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for header, size in zip(headers, fixed, strict=True):
-        justify: Literal["left", "right"] = "right" if header in ("seq", "tries", "at") else "left"
-        table.add_column(header, justify=justify, no_wrap=True, min_width=size)
-    table.add_column("value / error", overflow="ellipsis", no_wrap=True, max_width=value_width)
-    for *cells, result in rows:
-        result.truncate(value_width, overflow="ellipsis")
-        if cells[3] != "1":
-            cells[3] = f"[yellow]{cells[3]}[/]"
-        table.add_row(*cells, result)
-    if not rows:
-        table.add_row("", "", "[dim]no checkpoints yet[/]", "", "", "")
-    return table
-
-
-def _shown_value(cp: Checkpoint) -> Any:
-    if cp.kind == "signal" and isinstance(cp.value, dict):
-        return cp.value.get("payload")
-    if cp.kind == "sleep" and isinstance(cp.value, int | float):
-        return f"until {_local_time(float(cp.value), ms=True)}"
-    return cp.value
-
-
-def _abbrev(value: Any, width: int) -> str:
-    text = _clean(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _error_text(error: dict[str, Any] | None) -> str:
-    if not error:
-        return ""
-    return _clean(f"{error.get('type', 'Error')}: {error.get('message', '')}")
-
-
-def _local_time(ts: float, *, ms: bool = False) -> str:
-    moment = dt.datetime.fromtimestamp(ts)
-    return moment.strftime("%H:%M:%S.%f")[:-3] if ms else moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _wake_text(wake_at: float | None, now: float) -> str:
-    if wake_at is None:
-        return "-"
-    delta = wake_at - now
-    return "due now" if delta <= 0 else f"in {delta:.1f}s"
+            self.say(f"[red]✗ failed: {escape(error_text(run.error))}[/]")
 
 
 # -- plumbing ----------------------------------------------------------------------------------
 
 
-def _run(settings: typer.Context | Settings, body: Callable[[Runtime], Awaitable[T]]) -> T:
+class RunEnded(HeronError, ValueError):
+    """A command asked something of a run that has ended (a signal: as the API's 409)."""
+
+
+def _run(
+    settings: typer.Context | Settings,
+    body: Callable[[Runtime], Awaitable[T]],
+    *,
+    no_store: Callable[[], T] | None = None,
+) -> T:
     """Load the app's runtime, run ``body`` on it, let in-process work finish, close the store.
 
-    Errors a person can fix (an unknown run or workflow, a bad value) print one red line and
-    exit 2; other Heron errors exit 1.
+    A read passes ``no_store``: when the store is an SQLite file that does not exist yet, its
+    answer is returned instead, and no file is created. Errors a person can fix (an unknown
+    run or workflow, a bad value) print one red line and exit 2; other Heron errors exit 1, and
+    so does an app that fails to import (with ``--debug``, its traceback).
     """
     if not isinstance(settings, Settings):
         settings = settings.ensure_object(Settings)
+    rt = _load_app(settings)
+    if no_store is not None and _missing_file(settings.store, rt):
+        return no_store()
+    rt = _configure(rt, settings)
 
     async def go() -> T:
-        rt = _open_runtime(settings)
         try:
             result = await body(rt)
             await _settle(rt)
@@ -889,7 +774,70 @@ def _run(settings: typer.Context | Settings, body: Callable[[Runtime], Awaitable
 def _open_runtime(settings: Settings) -> Runtime:
     """The app's runtime, with the store ``--store``/``HERON_STORE`` names (an app that pins
     its own store and is given another fails: never silently another store)."""
-    return configure(load_runtime(settings.app), Config(store=settings.store), strict=True)
+    return _configure(_load_app(settings), settings)
+
+
+def _load_app(settings: Settings) -> Runtime:
+    """The app's runtime, as imported. Without ``--app``/``HERON_APP``, says on stderr that
+    the demo app is used. An app that fails to import is one line (``--debug``: raised)."""
+    if settings.app is None and DEFAULT_APP == resolve_spec(None):
+        console(stderr=True).print(
+            f"[dim]using the demo app {DEFAULT_APP} (--app or HERON_APP names yours)[/]",
+            soft_wrap=True,
+        )
+    try:
+        return load_runtime(settings.app)
+    except AppNotFound as exc:
+        _fail(str(exc))
+    except Exception as exc:  # the app's own code failed while it was imported
+        if settings.debug:
+            raise
+        spec = resolve_spec(settings.app)
+        _fail(f"importing the app {spec!r} failed: {_one_line(exc)}", code=EXIT_FAILURE)
+
+
+def _configure(rt: Runtime, settings: Settings) -> Runtime:
+    try:
+        return configure(rt, Config(store=settings.store), strict=True)
+    except _USAGE_ERRORS as exc:
+        _fail(str(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    """``SyntaxError: invalid syntax (app.py, line 3)``: an exception in one line, with where
+    it happened (the file and line of the deepest frame, for a syntax error its own)."""
+    if isinstance(exc, SyntaxError):
+        where = f" ({exc.filename}, line {exc.lineno})" if exc.filename else ""
+        return f"SyntaxError: {exc.msg}{where} (--debug shows the traceback)"
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" ({tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno})" if tb else ""
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return f"{text}{where} (--debug shows the traceback)"
+
+
+def _missing_file(url: str | None, rt: Runtime) -> bool:
+    """Whether the store a read would open is an SQLite file that does not exist yet (a read
+    finds nothing there, and must not create it as a side effect)."""
+    if url is None:
+        if rt.store_pinned:  # the app opened its own store already
+            return False
+        from heron.stores import DEFAULT_STORE_URL
+
+        url = DEFAULT_STORE_URL
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() != "sqlite" or not rest.startswith("/"):
+        return False
+    path = rest[1:].split("?", 1)[0]
+    return path not in ("", ":memory:") and not Path(path).exists()
+
+
+def _exit_if_failed(info: RunInfo) -> None:
+    """Exit 1 when the run a command started, signalled or retried ended failed."""
+    if info.status == "failed":
+        raise typer.Exit(EXIT_FAILURE)
 
 
 async def _settle(rt: Runtime) -> None:
@@ -904,7 +852,7 @@ def _parse_json(text: str | None, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        _fail(f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {_abbrev(text, 60)}")
+        _fail(f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {abbrev(text, 60)}")
 
 
 def _heron_command() -> str:
@@ -935,7 +883,7 @@ def _require_extra(extra: str, *modules: str) -> None:
 
 
 def _fail(message: str, *, code: int = EXIT_USAGE) -> NoReturn:
-    _console(stderr=True).print(f"[bold red]error:[/] [red]{escape(message)}[/]", soft_wrap=True)
+    console(stderr=True).print(f"[bold red]error:[/] [red]{escape(message)}[/]", soft_wrap=True)
     raise typer.Exit(code)
 
 

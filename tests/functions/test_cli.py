@@ -32,7 +32,7 @@ APP_SOURCE = textwrap.dedent(
 
     from __future__ import annotations
 
-    from heron.runtime import Context, Runtime
+    from heron.runtime import Context, FatalError, Runtime
 
     rt = Runtime()
     not_a_runtime = {"rt": "no"}
@@ -54,6 +54,21 @@ APP_SOURCE = textwrap.dedent(
     async def nap(ctx: Context, seconds: float) -> str:
         await ctx.sleep(seconds)
         return "rested"
+
+
+    @rt.step
+    async def refuse(reason: str) -> None:
+        raise FatalError(reason)
+
+
+    @rt.workflow("doomed")
+    async def doomed(ctx: Context, reason: str) -> None:
+        await ctx.step(refuse, reason)
+
+
+    @rt.workflow("patient")
+    async def patient(ctx: Context, _: object) -> object:
+        return await ctx.wait_for_signal("go", timeout=3600)
     '''
 )
 
@@ -257,7 +272,10 @@ def test_store_option_overrides_heron_store(workspace: Path) -> None:
         (("signal", "ghost", "reply"), "run 'ghost' not found"),
         (("cancel", "ghost"), "run 'ghost' not found"),
         (("retry", "ghost"), "run 'ghost' not found"),
-        (("start", "nope"), "no workflow named 'nope' is registered (known: greet, nap)"),
+        (
+            ("start", "nope"),
+            "no workflow named 'nope' is registered (known: doomed, greet, nap, patient)",
+        ),
         (("start", "greet", "{bad"), "INPUT_JSON is not valid JSON"),
         (("signal", "r-1", "reply", "[1,"), "PAYLOAD_JSON is not valid JSON"),
         (("start", "greet", '"x"', "--run-id", "a/b"), "'a/b'"),
@@ -340,3 +358,137 @@ def test_inspect_json_is_a_history_the_test_environment_replays() -> None:
     replayed = asyncio.run(replay())
     assert replayed.status == "completed"
     assert replayed.output == detail["output"]
+
+
+# -- scripting: exit codes, JSON, paging, reads without side effects ------------------------------
+
+
+def test_version() -> None:
+    from heron import __version__
+
+    assert ok("--version").strip() == f"heron {__version__}"
+
+
+def test_a_command_whose_run_fails_exits_1() -> None:
+    started = heron("start", "doomed", '"no stock"', "--run-id", "d-1")
+    assert started.exit_code == 1 and "failed" in started.stdout and "no stock" in started.stdout
+
+    retried = heron("retry", "d-1")
+    assert retried.exit_code == 1 and "FatalError: no stock" in retried.stdout
+
+    assert heron("start", "greet", '"ada"', "--run-id", "g-1").exit_code == 0
+
+
+def test_a_signal_to_an_ended_run_is_refused_as_the_api_does() -> None:
+    ok("start", "greet", '"ada"', "--run-id", "g-2")
+    ok("signal", "g-2", "reply", "1")
+    assert "completed" in ok("inspect", "g-2")
+
+    assert "run 'g-2' is completed; it takes no more signals" in usage_error(
+        "signal", "g-2", "reply", "2"
+    )
+    assert "run 'g-2' not found" not in ok("inspect", "g-2")
+
+
+def test_ls_json_pages_with_a_cursor() -> None:
+    for n in range(5):
+        ok("start", "greet", f'"n{n}"', "--run-id", f"p-{n}")
+
+    first = json.loads(ok("ls", "--json", "--limit", "2"))
+    assert [r["id"] for r in first["runs"]] == ["p-4", "p-3"]
+    assert set(first["runs"][0]) == {
+        "id",
+        "workflow",
+        "version",
+        "status",
+        "parent_id",
+        "tags",
+        "created_at",
+        "updated_at",
+        "wake_at",
+    }
+    second = json.loads(ok("ls", "--json", "--limit", "2", "--cursor", first["next_cursor"]))
+    assert [r["id"] for r in second["runs"]] == ["p-2", "p-1"]
+
+    table = ok("ls", "--limit", "2")
+    assert "p-4" in table and f"heron ls --cursor {first['next_cursor']}" in table
+    assert "invalid cursor" in usage_error("ls", "--cursor", "not-a-cursor")
+
+
+def test_ids_are_never_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    long_id = "order-" + "x" * 60 + "-end"
+    ok("start", "greet", '"ada"', "--run-id", long_id)
+
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal
+    assert long_id in ok("ls")
+    monkeypatch.delenv("COLUMNS")  # piped: as wide as it needs
+    assert long_id in ok("ls")
+
+
+def test_inspect_draws_the_timeline_with_bars_and_readable_times() -> None:
+    ok("start", "patient", "null", "--run-id", "w-1")
+
+    shown = ok("inspect", "w-1")
+    assert "waits for" in shown and "signal go (until" in shown and "UTC" in shown
+    assert "created" in shown and ("ago" in shown or "now" in shown)
+
+    ok("signal", "w-1", "go", '"ok"')
+    shown = ok("inspect", "w-1")
+    assert "█" in shown and "0 → " in shown and "took" in shown
+
+    detail = json.loads(ok("inspect", "w-1", "--json"))
+    assert detail["waiting_for"] == [] and detail["steps"][0]["kind"] == "signal"
+    assert set(detail) >= {"steps", "signals", "children", "waiting_for", "input", "output"}
+
+
+def test_reads_never_create_the_database(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = workspace / "nowhere" / "runs.db"
+    monkeypatch.setenv("HERON_STORE", f"sqlite:///{missing}")
+
+    assert "no runs" in ok("ls")
+    assert json.loads(ok("ls", "--json")) == {"runs": [], "next_cursor": None}
+    assert "run 'x' not found" in usage_error("inspect", "x")
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_without_an_app_the_cli_says_it_uses_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HERON_APP")
+
+    result = heron("ls")
+
+    assert result.exit_code == 0
+    assert "using the demo app heron.functions.demo:rt" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def broken(:\n", "SyntaxError: invalid syntax ("),
+        ("import json\nraise RuntimeError('boom at import')\n", "RuntimeError: boom at import ("),
+    ],
+)
+def test_an_app_that_fails_to_import_is_one_line(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, source: str, expected: str
+) -> None:
+    (workspace / "broken_app.py").write_text(source)
+    monkeypatch.setenv("HERON_APP", "broken_app:rt")
+    sys.modules.pop("broken_app", None)
+
+    result = heron("ls")
+
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "broken_app.py, line" in lines[0]
+    assert "--debug" in lines[0] and "Traceback" not in result.output
+
+    sys.modules.pop("broken_app", None)
+    debugged = heron("--debug", "ls")
+    assert debugged.exit_code == 1 and debugged.exception is not None
+
+
+def test_help_shows_flags_as_flags_on_single_lines() -> None:
+    shown = CliRunner().invoke(app, ["ls", "--help"], env={"COLUMNS": "120"}).stdout
+    flag = next(line for line in shown.splitlines() if "--json" in line)
+    assert "<bool>" not in shown and "Print {runs, next_cursor}" in flag
+    dev = CliRunner().invoke(app, ["dev", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "sweeps every INTERVAL seconds and resumes runs in this process" in dev

@@ -212,7 +212,8 @@ def test_a_missing_extra_is_one_line_naming_it(wheel: Path, tmp_path: Path) -> N
     assert "'api' extra" in lines[0] and "pip install 'heron[api]'" in lines[0]
     # and so does a store whose SDK is missing
     done = subprocess.run(
-        [str(bare / "bin" / "heron"), "--store", "dynamodb://runs", "ls"],
+        [str(bare / "bin" / "heron"), "--app", "heron.functions.demo:rt"]
+        + ["--store", "dynamodb://runs", "ls"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
