@@ -753,7 +753,7 @@ def _run(
     rt = _load_app(settings)
     if no_store is not None and _missing_file(settings.store, rt):
         return no_store()
-    rt = _configure(rt, settings)
+    rt = _configure(rt, settings)  # (an app that pins its own store and is given another fails)
 
     async def go() -> T:
         try:
@@ -821,9 +821,9 @@ def _one_line(exc: BaseException) -> str:
 def _missing_file(url: str | None, rt: Runtime) -> bool:
     """Whether the store a read would open is an SQLite file that does not exist yet (a read
     finds nothing there, and must not create it as a side effect)."""
+    if rt.store_pinned:  # the app opened its own store already
+        return False
     if url is None:
-        if rt.store_pinned:  # the app opened its own store already
-            return False
         from heron.stores import DEFAULT_STORE_URL
 
         url = DEFAULT_STORE_URL

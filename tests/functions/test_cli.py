@@ -492,3 +492,37 @@ def test_help_shows_flags_as_flags_on_single_lines() -> None:
     assert "<bool>" not in shown and "Print {runs, next_cursor}" in flag
     dev = CliRunner().invoke(app, ["dev", "--help"], env={"COLUMNS": "200"}).stdout
     assert "sweeps every INTERVAL seconds and resumes runs in this process" in dev
+
+
+PINNED_APP = textwrap.dedent(
+    """
+    from heron.runtime import Runtime
+    from heron.stores import open_store
+
+    rt = Runtime(store=open_store("sqlite:///pinned.db"))
+    """
+)
+
+
+def test_a_store_url_never_silently_loses_to_the_apps_own(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an app that pins its own store
+    (workspace / "pinned_app.py").write_text(PINNED_APP)
+    monkeypatch.setenv("HERON_APP", "pinned_app:rt")
+    monkeypatch.delenv("HERON_STORE")
+    sys.modules.pop("pinned_app", None)
+    assert "no runs" in ok("ls")
+
+    # when a command names another store, by option or by environment
+    for args, env in (
+        (("--store", "sqlite:///other.db", "ls"), {}),
+        (("ls",), {"HERON_STORE": "sqlite:///other.db"}),
+    ):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        sys.modules.pop("pinned_app", None)
+
+        # then it fails saying so, instead of reading the app's store
+        assert "pins its own store" in usage_error(*args)
+    assert not (workspace / "other.db").exists()
