@@ -53,15 +53,17 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from heron.stores.dynamodb import TABLE, TableSpec
+from heron.stores.dynamodb import REAPER_FILTER, TABLE, TableSpec
 
 __all__ = [
     "DLQ_RETENTION",
     "LAMBDA_DIR",
     "MAX_RECEIVE_COUNT",
     "QUEUE_RETENTION",
+    "REAPER_ACTIONS",
     "REAPER_BATCH_SIZE",
     "REAPER_RETRY_ATTEMPTS",
+    "RUNS_ACTIONS",
     "TIMEOUTS",
     "TTL_REMOVALS",
     "VISIBILITY_FACTOR",
@@ -89,11 +91,21 @@ ALARM_PERIOD = Duration.minutes(5)
 #: Stream records handed to one invocation of the reaper, and its retries of a failing batch.
 REAPER_BATCH_SIZE = 100
 REAPER_RETRY_ATTEMPTS = 10
-#: The stream records the reaper is given: deletions by DynamoDB's TTL, nothing else.
-TTL_REMOVALS: dict[str, Any] = {
-    "eventName": ["REMOVE"],
-    "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]},
-}
+#: The stream records the reaper is given: DynamoDB's TTL removing a header or a reap request,
+#: nothing else (the store's definition, which ``template.yaml`` copies).
+TTL_REMOVALS: dict[str, Any] = REAPER_FILTER
+#: What the API and resume functions may do on the table and its indexes: read and write, never
+#: delete (``DeleteItem``, and ``BatchWriteItem``, which can delete too, are the reaper's). The
+#: store retires items on their paths instead; TTL and the reaper remove them.
+RUNS_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:Query",
+    "dynamodb:BatchGetItem",
+)
+#: The reaper's: a Query of a run's items, batch deletes, conditional deletes.
+REAPER_ACTIONS = ("dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -106,8 +118,11 @@ class Settings:
     RetentionDays: int = 30
     ApiAuth: str = "TOKEN"
     ApiTokenVersion: str = ""
+    ApiThrottleRateLimit: int = 50
+    ApiThrottleBurstLimit: int = 100
     MemorySize: int = 512
     Timeout: int = 60
+    ApiReservedConcurrency: int = 100
     ResumeBatchSize: int = 10
     ResumeReservedConcurrency: int = 0
     SweepSchedule: str = "rate(1 minute)"
@@ -122,6 +137,10 @@ class Settings:
             raise ValueError(f"Timeout must be one of {TIMEOUTS}, got {self.Timeout}")
         if self.ResumeReservedConcurrency == 1 or self.ResumeReservedConcurrency < 0:
             raise ValueError("ResumeReservedConcurrency must be 0 (none) or at least 2")
+        if self.ApiReservedConcurrency < 0:
+            raise ValueError("ApiReservedConcurrency must be 0 (none) or more")
+        if self.ApiThrottleRateLimit < 1 or self.ApiThrottleBurstLimit < 1:
+            raise ValueError("ApiThrottleRateLimit and ApiThrottleBurstLimit must be at least 1")
         if not 1 <= self.ResumeBatchSize <= 10:
             raise ValueError(f"ResumeBatchSize must be 1..10, got {self.ResumeBatchSize}")
         if self.RetentionDays < 0:
@@ -365,6 +384,7 @@ class HeronStack(Stack):
             code,
             api_env,
             timeout=API_TIMEOUT,
+            reserved=s.ApiReservedConcurrency or None,
         )
         self.sweep_function = self._function(
             "SweepFunction",
@@ -399,16 +419,7 @@ class HeronStack(Stack):
         if self.table is not None:
             indexes = [f"{self.table.table_arn}/index/{index.name}" for index in TABLE.indexes]
             runs = iam.PolicyStatement(
-                actions=[
-                    "dynamodb:GetItem",
-                    "dynamodb:PutItem",
-                    "dynamodb:UpdateItem",
-                    "dynamodb:DeleteItem",
-                    "dynamodb:Query",
-                    "dynamodb:BatchGetItem",
-                    "dynamodb:BatchWriteItem",
-                ],
-                resources=[self.table.table_arn, *indexes],
+                actions=list(RUNS_ACTIONS), resources=[self.table.table_arn, *indexes]
             )
             self.api_function.add_to_role_policy(runs)
             self.resume_function.add_to_role_policy(runs)
@@ -448,6 +459,17 @@ class HeronStack(Stack):
                 "HttpApiIntegration", self.api_function, timeout=Duration.seconds(API_TIMEOUT)
             ),
             default_authorizer=apigw_auth.HttpIamAuthorizer() if s.ApiAuth == "IAM" else None,
+        )
+        # Throttling on every route of the $default stage: API Gateway answers 429 past the
+        # rate and the burst, without invoking the function. Set on the stage HttpApi made (an
+        # HttpStage of our own would replace it, and a stack update cannot create a second
+        # $default stage before it deletes the first).
+        assert self.http_api.default_stage is not None
+        stage = self.http_api.default_stage.node.default_child
+        assert isinstance(stage, apigw.CfnStage)
+        stage.default_route_settings = apigw.CfnStage.RouteSettingsProperty(
+            throttling_rate_limit=s.ApiThrottleRateLimit,
+            throttling_burst_limit=s.ApiThrottleBurstLimit,
         )
 
         # -- alarms -----------------------------------------------------------------------------
@@ -500,7 +522,8 @@ class HeronStack(Stack):
         CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url)
 
     def _reaper(self, table: dynamodb.Table) -> None:
-        """The reaper's stream event source (TTL removals only) and what its deletes need.
+        """The reaper's stream event source (TTL removals of headers and reap requests only)
+        and what its deletes need: it is the one function allowed to delete.
 
         A plain event source mapping: CDK's ``DynamoEventSource`` would grant
         ``dynamodb:ListStreams`` on ``*``, which reading one stream does not need.
@@ -518,10 +541,7 @@ class HeronStack(Stack):
             )
         )
         fn.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"],
-                resources=[table.table_arn],
-            )
+            iam.PolicyStatement(actions=list(REAPER_ACTIONS), resources=[table.table_arn])
         )
         fn.add_event_source_mapping(
             "Expired",

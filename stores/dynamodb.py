@@ -15,6 +15,11 @@ stream: ``ensure_schema`` and the deployment template are built from it. The par
                                          consumed, a tombstone: the payload is removed and
                                          ``consumed_by``/``consumed_in`` (seq, history) are set
     run id   T#<tag>                     one small item per tag, for the ``by_ref`` index
+    run id   X#<inc>                     a reap request: ``delete`` writes it, already expired
+                                         (see Deleting)
+
+Any of them may be *retired* (see Retiring): then it holds its key, ``gone`` (when) and the TTL
+attribute, and nothing reads it.
 
 Incarnations. ``inc`` is a random token the header gets when it is created; the run's signals
 are keyed by it. A signal or checkpoint counts only under the incarnations of the header it was
@@ -29,7 +34,8 @@ a small step is an item of about 100 bytes.
 
 Costs, in DynamoDB's request units (a write unit per KB of the larger of the item before and
 after, doubled inside a transaction; a consistent read unit per 4 KB of the whole item, whatever
-the projection; GSI reads half that), for small items (a header under 1 KB, ``h`` KB else):
+the projection; GSI reads half that), for small items (a header under 1 KB, ``h`` KB else). No
+operation but ``reap`` deletes an item; TTL's removals cost nothing:
 
     operation          requests                                        units
     append             1 PutItem, no read, no index entry             1 write
@@ -39,6 +45,8 @@ the projection; GSI reads half that), for small items (a header under 1 KB, ``h`
                        header                                         + the due entry it moves
     signal at the cap  2 GetItem (header, signal), no write           2 reads
     save               1 UpdateItem                                   h writes + index moves
+    save, new tags     1 failed UpdateItem, 1 TransactWriteItems:     h + 2 x (h + t) writes for
+                       header, tag items, the lost ones retired       t tag items put or retired
     create             1 PutItem; with tags a TransactWriteItems      h (2 x (h + tags)) writes
                        of the header and its tag items                + 1 per index entry
     list_runs page     1 Query per shard of one index (at most        index entries: about 0.5
@@ -46,11 +54,18 @@ the projection; GSI reads half that), for small items (a header under 1 KB, ``h`
                        at most 2 of 100 each), 1 BatchGetItem of      headers: 1 read per 4 KB
                        the page's headers (summary attributes)        each; none for other runs
     rewind to 0        1 GetItem, 1 UpdateItem (the switch); then     1 read, h writes; then
-    (continue_as_new)  1 keys-only Query, BatchWriteItem deletes      1 write per old item
-    rewind to seq > 0  1 GetItem, 1 keys-only Query of the history,   reads of the keys; 2 x
+    (continue_as_new)  1 Query of the keys, 1 PutItem per old item    reads of the keys, 1 write
+                       (retired; 32 in flight)                        per KB of each old item
+    rewind to seq > 0  1 GetItem, 1 Query of the history's keys,      reads of the keys; 2 x
                        1 Query of the tombstones, 1 BatchGetItem      (h + d + 2 r) writes for d
-                       of their checkpoints, 1 TransactWriteItems     dropped items, r restored
+                       of their checkpoints, 1 TransactWriteItems     KB retired, r restored
                        (one per 99 writes past that)                  signals (+ 2 h a chunk)
+    delete             1 GetItem, 2 PutItem (the reap request, the    1 read per 4 KB; 1 + h
+                       header's tombstone), 1 PutItem per tag         writes, + 1 per tag, + the
+                                                                      index entries it drops
+    reap (the reaper)  1 Query of the run's keys, 1 BatchWriteItem    reads of every item; 1
+                       per 25 deletes, 1 DeleteItem for the header    write per KB of each item
+                       and each tag item; the run's S3 objects        it deletes
 
 The store remembers the incarnations of each run it created or loaded, so ``append`` reads
 nothing in the steady state (an executor always loads the run before it runs steps); an append
@@ -96,15 +111,43 @@ the Query's filter; their ids still make a duplicate signal a no-op.
 Rewind. DynamoDB transactions hold 100 items, and a history can hold thousands, so the header
 carries the history's incarnation. A rewind to 0 (``continue_as_new``) is one conditional header
 update that sets a new ``hinc``: atomic at any length, the old checkpoints and markers are
-invisible from that write on, and are deleted afterwards, best-effort (a failure there is
-logged; ``delete`` and the next rewind remove what is left). A rewind to ``seq > 0`` (a retry)
-deletes the checkpoints from ``seq`` on, the markers decided there, and makes pending again the
-signals those checkpoints consumed (their payload back from the checkpoint's value, ``pending``
-raised), all in the transaction that writes the header on its revision. When that is more than
-100 writes, it goes in chunks, highest seqs first, each conditional on the revision (the first
-one guards the rest: a stale caller changes nothing), each restored signal in the chunk that
-deletes the checkpoint that consumed it: after any chunk the run is a shorter history of itself,
-and a rewind cut short is done again from where it stopped. The header write comes last.
+invisible from that write on, and are retired afterwards, best-effort (a failure there is
+logged; the next rewind and the reaper remove what is left). A rewind to ``seq > 0`` (a retry)
+retires the checkpoints from ``seq`` on and the markers decided there, and makes pending again
+the signals those checkpoints consumed (their payload back from the checkpoint's value,
+``pending`` raised), all in the transaction that writes the header on its revision. When that
+is more than 100 writes, it goes in chunks, highest seqs first, each conditional on the revision
+(the first one guards the rest: a stale caller changes nothing), each restored signal in the
+chunk that retires the checkpoint that consumed it: after any chunk the run is a shorter history
+of itself, and a rewind cut short is done again from where it stopped. The header write comes
+last.
+
+Retiring. The API's and the resume function's roles may not delete (``DeleteItem`` and
+``BatchWriteItem`` are the reaper's alone, and a transaction's ``Delete`` needs ``DeleteItem``),
+and ``rewind`` (``Runtime.retry``, ``continue_as_new``), ``save`` and ``delete`` run under them.
+So where one of them would remove an item, it retires it with a write those roles may make: a
+``Put`` of the bare key with ``gone`` and the TTL attribute set to now (inside the transaction
+where the removal must be atomic; conditional on the item being the deleted run's, for its tag
+items). DynamoDB's TTL removes the item later, at no write cost. Every read skips
+a retired item (``load``'s filter, ``rewind``'s plan, a listing's header check; a retired tag
+item has left ``by_ref``), and every create-only write treats one as absent
+(``attribute_not_exists(pk) OR attribute_exists(gone)``): a rerun step writes its checkpoint
+over the one a rewind retired, a run starts again under the id of a deleted one. That write
+replaces the whole item, TTL attribute included, and an expired item whose TTL attribute was
+removed is no longer TTL's to delete (DynamoDB's TTL documentation).
+
+Deleting. ``delete`` (the operator's, through the API or the CLI) reads the header, writes a reap
+request ``X#<inc>`` that is expired from the start, then replaces the header by a tombstone
+(``gone`` and nothing else: no index key, so the run leaves ``due`` and every listing at once;
+``load`` returns ``None``, ``signal`` ``False``, ``acquire`` and ``save`` fail, and so does an
+``append`` that reads the header), and retires the tag items. TTL removes the reap request, and
+the table's stream hands that removal to the reaper, which calls :meth:`DynamoDBStore.reap`:
+one Query of the run's keys, batch deletes of every item no live header owns, conditional
+deletes of the tag items and of the tombstone, then the run's S3 objects. TTL's removal of a
+finished run's header (past ``retention_days``) calls the reaper the same way; TTL's removals
+of retired items call nothing (:data:`REAPER_FILTER`). A run started again under a deleted
+run's id, before the reaper came, keeps everything of its own incarnations: the reaper tells
+items apart by incarnation, not by id, so it may come at any time, and twice.
 
 Races. Each write that can race is a conditional write, and the condition is evaluated by
 DynamoDB on the item at the moment of the write; the comment next to each one says which
@@ -115,8 +158,8 @@ sent again.
 Large items. An item over DynamoDB's 400 KB limit is refused with ``PayloadTooLarge`` naming the
 run (and the step and seq), or, with ``payload_bucket`` set, its largest JSON values move to S3
 (content-addressed, immutable objects under ``<run id>/``) and the item keeps a reference.
-Nothing is ever truncated. Objects stay until the run is deleted (one may be shared by several
-items), rewinds included.
+Nothing is ever truncated. Objects stay until the reaper removes the run (one may be shared by
+several items), rewinds included.
 
 Errors and retries. Throttling and transient errors are retried by botocore (``standard`` mode,
 ``max_attempts``). Every other failure becomes :class:`~heron.stores.contract.StoreError` carrying
@@ -178,7 +221,15 @@ from heron.stores.contract import (
     loads,
 )
 
-__all__ = ["TABLE", "DynamoDBStore", "IndexSpec", "TableSpec", "expired_run_ids", "item_size"]
+__all__ = [
+    "REAPER_FILTER",
+    "TABLE",
+    "DynamoDBStore",
+    "IndexSpec",
+    "TableSpec",
+    "expired_run_ids",
+    "item_size",
+]
 
 #: An attribute value as the low-level client takes and returns it: ``{"S": "..."}``, ...
 AttributeValue = dict[str, Any]
@@ -282,6 +333,26 @@ _TTL: Final = TABLE.ttl_attribute
 HEADER_SK: Final = "R"
 #: Tag items' sort keys start here; every item ``load`` reads sorts before it.
 _TAGS_FROM: Final = "T"
+#: A reap request's sort key starts so (``X#<inc>``): after the tag items, so no ``load`` and
+#: no rewind reads one.
+_REAP_PREFIX: Final = "X#"
+#: A retired item carries this attribute (the wall-clock second it was retired): nothing reads
+#: it, and a create-only write may replace it.
+_GONE: Final = "gone"
+#: The condition of a create-only write: no item at the key, or a retired one. Uses ``#pk`` and
+#: ``#gone``.
+_ABSENT: Final = "(attribute_not_exists(#pk) OR attribute_exists(#gone))"
+
+#: The stream records that call the reaper, as a Lambda event filter pattern: DynamoDB's TTL
+#: (not anyone's DeleteItem) removing a header (a finished run past its retention) or a reap
+#: request (a run ``delete`` retired). TTL also removes retired items; those match nothing here,
+#: so they never invoke the reaper. ``template.yaml`` holds a copy (``tests/infra/`` checks it),
+#: the CDK stack uses this one; :func:`expired_run_ids` reads the same records.
+REAPER_FILTER: Final[dict[str, Any]] = {
+    "eventName": ["REMOVE"],
+    "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]},
+    "dynamodb": {"Keys": {_SK: {"S": [HEADER_SK, {"prefix": _REAP_PREFIX}]}}},
+}
 
 #: DynamoDB's hard limit on one item (attribute names and values).
 ITEM_LIMIT: Final = 400 * 1024
@@ -310,14 +381,14 @@ _LOAD_PROJECTION: Final = ", ".join(_LOAD_NAMES)
 _SUMMARY_NAMES: Final = {
     f"#{name}": name
     for name in (_PK, "workflow", "version", "status", "error", "parent_id", "tags")
-    + ("created_at", "updated_at", "wake_at")
+    + ("created_at", "updated_at", "wake_at", _GONE)
 }
 
 #: What ``rewind`` reads of the header before it writes: revision, incarnations, lease, and
 #: what the tag items follow.
 _REWIND_NAMES: Final = {
     f"#{name}": name
-    for name in ("inc", "hinc", "revision", "lease_token", "lease_expires_at", *_RETAGGED)
+    for name in ("inc", "hinc", "revision", "lease_token", "lease_expires_at", _GONE, *_RETAGGED)
 }
 
 _TABLE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{3,255}")
@@ -334,8 +405,13 @@ _BACKOFF_MAX: Final = 0.2
 _INCARNATIONS_KEPT: Final = 4096
 _BATCH_WRITE: Final = 25
 _BATCH_GET: Final = 100
-#: Batch writes in flight at once while deleting many items (a run, an old history).
+#: Batch writes in flight at once while the reaper deletes a run's items.
 _DELETES_IN_FLIGHT: Final = 4
+#: Single writes in flight at once while retiring many items (an old history) or deleting the
+#: reaper's conditional ones (tag items).
+_WRITES_IN_FLIGHT: Final = 32
+#: How often ``delete`` reads the header again when it changed incarnation under it.
+_DELETE_ATTEMPTS: Final = 8
 #: A filtered listing reads up to this many index entries per shard and query...
 _FILTERED_PAGE: Final = 100
 #: ... and makes at most this many queries per shard for one page (then returns a shorter page
@@ -370,6 +446,17 @@ def _float_of_key(key: str) -> float:
 
 def _created_key(created_at: float, run_id: str) -> str:
     return f"{_float_key(created_at)}#{run_id}"
+
+
+def _wall_second() -> int:
+    """Now, in the epoch seconds DynamoDB's TTL compares (its clock, not the runtime's)."""
+    return int(time.time())
+
+
+def _retired(key: Mapping[str, AttributeValue], now: int) -> Item:
+    """The item that retires the one at ``key``: the key, ``gone`` and a TTL of ``now``, so
+    DynamoDB's TTL removes it. Small: its Put costs what the replaced item weighed."""
+    return {_PK: key[_PK], _SK: key[_SK], _GONE: _n(now), _TTL: _n(now)}
 
 
 # -- items: keys and bodies ---------------------------------------------------------------------
@@ -593,6 +680,10 @@ class DynamoDBStore(WorkflowStore):
     (``None`` or ``0``: keep them).
     ``payload_bucket`` (and ``payload_prefix``) let values too large for an item go to S3, above
     ``offload_threshold`` bytes per item. ``max_attempts`` is botocore's retry budget per call.
+
+    No method deletes an item but :meth:`reap`, the reaper's: the others need only ``GetItem``,
+    ``PutItem``, ``UpdateItem``, ``Query`` and ``BatchGetItem`` (with ``auto_schema`` off), and
+    retire what they would delete (see Retiring and Deleting, in the module docstring).
     """
 
     def __init__(
@@ -927,9 +1018,10 @@ class DynamoDBStore(WorkflowStore):
                 TableName=self.table,
                 Key=self._header_key(run_id),
                 ConsistentRead=True,
-                ProjectionExpression="inc, hinc",
+                ProjectionExpression="#inc, #hinc, #gone",
+                ExpressionAttributeNames={"#inc": "inc", "#hinc": "hinc", "#gone": _GONE},
             )
-            if "Item" not in found:
+            if "Item" not in found or _GONE in found["Item"]:
                 return None
             known = _Incarnation.of(found["Item"])
             self._remember(run_id, known)
@@ -1004,16 +1096,18 @@ class DynamoDBStore(WorkflowStore):
 
     def _retag(self, run: Run, item: Item, old: Item, room: int) -> tuple[list[Any], list[Item]]:
         """The writes that move the tag items from header ``old`` to header ``item``: none when
-        the attributes they copy are unchanged (the steady state). Puts and deletes that fit in
-        ``room`` transaction items, and the keys of the deletes that do not (done after)."""
+        the attributes they copy are unchanged (the steady state). Puts of the tag items and
+        of the retired ones (tags the run lost) that fit in ``room`` transaction items, and the
+        keys of the lost tags that do not (retired after)."""
         if all(item.get(name) == old.get(name) for name in _RETAGGED):
             return [], []
         puts = [{"Put": {"TableName": self.table, "Item": tag}} for tag in self._tag_items(run)]
-        gone = sorted(set(old.get("tag_set", {}).get("SS", [])) - set(_tags(run)))
-        keys = [{_PK: _s(run.id), _SK: _s(_tag_sk(tag))} for tag in gone]
+        lost = sorted(set(old.get("tag_set", {}).get("SS", [])) - set(_tags(run)))
+        keys = [{_PK: _s(run.id), _SK: _s(_tag_sk(tag))} for tag in lost]
         fits = max(0, room - len(puts))
-        deletes = [{"Delete": {"TableName": self.table, "Key": key}} for key in keys[:fits]]
-        return [*puts, *deletes], keys[fits:]
+        now = _wall_second()
+        retired = [self._retire_op(key, now) for key in keys[:fits]]
+        return [*puts, *retired], keys[fits:]
 
     async def _run(self, item: Item, run_id: str | None = None) -> Run:
         run_id = run_id or item[_PK]["S"]
@@ -1204,14 +1298,16 @@ class DynamoDBStore(WorkflowStore):
         put: dict[str, Any] = {
             "TableName": self.table,
             "Item": item,
-            "ConditionExpression": "attribute_not_exists(#pk)",
-            "ExpressionAttributeNames": {"#pk": _PK},
+            "ConditionExpression": _ABSENT,
+            "ExpressionAttributeNames": {"#pk": _PK, "#gone": _GONE},
         }
         # Create-only: two starts of one run id race, and exactly one header is written:
         #   A: PutItem if no item (R)  -> written      B: PutItem if no item (R)  -> condition false
-        # B then returns False and reads A's run, as an idempotent start should. A run with
-        # tags writes its tag items in the same transaction: it is listed under each tag from
-        # the moment it exists, and the loser of the race writes no tag item onto A's run.
+        # B then returns False and reads A's run, as an idempotent start should. A deleted
+        # run's tombstone counts as no item: the Put replaces it whole, and the new incarnation
+        # hides whatever the old run left until the reaper removes it. A run with tags writes
+        # its tag items in the same transaction: it is listed under each tag from the moment it
+        # exists, and the loser of the race writes no tag item onto A's run.
         try:
             if not tags:
                 await self._call("put_item", run.id, what="the header", **put)
@@ -1232,15 +1328,21 @@ class DynamoDBStore(WorkflowStore):
 
     async def load(self, run_id: str) -> Loaded | None:
         # One Query reads the run: every item it needs sorts before the tag items (T#...), and
-        # DynamoDB drops consumed signals (tombstones) before they are sent back.
+        # DynamoDB drops consumed signals (tombstones) and retired items (a deleted run's
+        # header among them) before they are sent back.
         items = [
             item
             async for item in self._query(
                 run_id,
                 KeyConditionExpression="#pk = :id AND #sk < :tags",
-                FilterExpression="attribute_not_exists(#consumed)",
+                FilterExpression="attribute_not_exists(#consumed) AND attribute_not_exists(#gone)",
                 ProjectionExpression=_LOAD_PROJECTION,
-                ExpressionAttributeNames={"#pk": _PK, "#consumed": "consumed_by", **_LOAD_NAMES},
+                ExpressionAttributeNames={
+                    "#pk": _PK,
+                    "#consumed": "consumed_by",
+                    "#gone": _GONE,
+                    **_LOAD_NAMES,
+                },
                 ExpressionAttributeValues={":id": _s(run_id), ":tags": _s(_TAGS_FROM)},
                 ConsistentRead=True,
             )
@@ -1312,8 +1414,8 @@ class DynamoDBStore(WorkflowStore):
         put: dict[str, Any] = {
             "TableName": self.table,
             "Item": await self._fit(item, run_id, what, ("body",)),
-            "ConditionExpression": "attribute_not_exists(#pk)",
-            "ExpressionAttributeNames": {"#pk": _PK},
+            "ConditionExpression": _ABSENT,
+            "ExpressionAttributeNames": {"#pk": _PK, "#gone": _GONE},
         }
         if consumes is not None:
             await self._consume(run_id, known, cp.seq, put, consumes, what)
@@ -1322,6 +1424,8 @@ class DynamoDBStore(WorkflowStore):
         # race to commit it, and the condition lets exactly one write the item:
         #   A: PutItem C#seq if absent -> written    B: PutItem C#seq if absent -> Conflict
         # B reloads and replays A's value; a plain put would let B overwrite a committed step.
+        # A checkpoint a rewind retired counts as absent (the rerun step writes over it), and
+        # the first Put makes it a live item again, so the second still conflicts.
         try:
             await self._call("put_item", run_id, what=what, **put)
         except _ConditionFailed:
@@ -1439,7 +1543,7 @@ class DynamoDBStore(WorkflowStore):
             stored: Item = saved["Attributes"]
         except _ConditionFailed as failed:
             old = failed.item
-            if old is None or int(old["revision"]["N"]) != run.revision:
+            if old is None or _GONE in old or int(old["revision"]["N"]) != run.revision:
                 raise Conflict(
                     f"run {run.id!r} changed since revision {run.revision}", run_id=run.id
                 ) from None
@@ -1452,9 +1556,9 @@ class DynamoDBStore(WorkflowStore):
 
         One transaction on the revision, as ``save``: the header and the tag items move
         together, so the ``by_ref`` index never lists a run under a tag it lacks nor misses
-        one. Deletes that do not fit one transaction (more than 49 tags replaced at once) go
-        after it: a stale tag item only costs a listing one header it drops. Returns ``old``,
-        for its incarnations and lease.
+        one. Tag items to retire that do not fit one transaction (more than 49 tags replaced at
+        once) go after it: a stale tag item only costs a listing one header it drops. Returns
+        ``old``, for its incarnations and lease.
         """
         update = _header_update(item, run.revision)
         head = {
@@ -1473,7 +1577,7 @@ class DynamoDBStore(WorkflowStore):
                     f"run {run.id!r} changed since revision {run.revision}", run_id=run.id
                 ) from None
             raise self._cancelled("save", run.id, exc) from None
-        await self._delete_quietly(run.id, later)
+        await self._retire_quietly(run.id, later)
         return old
 
     async def signal(
@@ -1488,7 +1592,7 @@ class DynamoDBStore(WorkflowStore):
                 TableName=self.table,
                 Key=self._header_key(run_id),
                 ConsistentRead=True,
-                ProjectionExpression="#inc, #hinc, #rev, #wake, #status, #pending",
+                ProjectionExpression="#inc, #hinc, #rev, #wake, #status, #pending, #gone",
                 ExpressionAttributeNames={
                     "#inc": "inc",
                     "#hinc": "hinc",
@@ -1496,10 +1600,11 @@ class DynamoDBStore(WorkflowStore):
                     "#wake": "wake_at",
                     "#status": "status",
                     "#pending": "pending",
+                    "#gone": _GONE,
                 },
             )
             head = found.get("Item")
-            if head is None:
+            if head is None or _GONE in head:  # no run, or a deleted one's tombstone
                 return False
             known = _Incarnation.of(head)
             self._remember(run_id, known)
@@ -1643,27 +1748,189 @@ class DynamoDBStore(WorkflowStore):
         return [item[_PK]["S"] for item in merged]
 
     async def delete(self, run_id: str) -> None:
-        # The header goes first: from then on the run is gone for everyone (load is None, a
-        # signal is False, an append that must read the header conflicts, a listing drops its
-        # index entries), and whatever a crash leaves of the rest belongs to no header and is
-        # never read again. The rest is every other item of the partition: checkpoints and
-        # markers of every history, signals and their tombstones, tag items.
-        await self._call("delete_item", run_id, TableName=self.table, Key=self._header_key(run_id))
-        self._incarnations.pop(run_id, None)
-        keys = [
-            {_PK: item[_PK], _SK: item[_SK]}
+        """Delete the run as far as every reader is concerned, and leave its items to the reaper.
+
+        Writes only (``PutItem``, ``UpdateItem``): the API's role may not delete. The run is
+        gone from the tombstone's write on (see Deleting, in the module docstring); DynamoDB's
+        TTL and the reaper (:meth:`reap`) remove its items later. Deleting a missing or deleted
+        run does nothing. Raises ``StoreError``.
+        """
+        for _ in range(_DELETE_ATTEMPTS):
+            found = await self._call(
+                "get_item",
+                run_id,
+                TableName=self.table,
+                Key=self._header_key(run_id),
+                ConsistentRead=True,
+                ProjectionExpression="#inc, #gone, #tags, #created",
+                ExpressionAttributeNames={
+                    "#inc": "inc",
+                    "#gone": _GONE,
+                    "#tags": "tag_set",
+                    "#created": "created_key",
+                },
+            )
+            head = found.get("Item")
+            self._incarnations.pop(run_id, None)
+            if head is None or _GONE in head:
+                return
+            inc = head["inc"]["S"]
+            now = _wall_second()
+            # The reap request first, then the tombstone. A crash in between leaves the run as
+            # it was (a reap request alone removes nothing a live header owns), and the caller,
+            # told of the failure, deletes again; the other order could leave a tombstone that
+            # no reaper ever hears of.
+            await self._call(
+                "put_item",
+                run_id,
+                TableName=self.table,
+                Item={_PK: _s(run_id), _SK: _s(f"{_REAP_PREFIX}{inc}"), _TTL: _n(now)},
+            )
+            # The tombstone replaces the header of the incarnation read above, and only that:
+            #   delete: read inc a ................................ tombstone if inc = a -> fails
+            #   other:        tombstone a, create run (inc b)
+            # so this delete reads again and deletes run b, with a reap request of b's own (the
+            # one for a is written). A tombstone has no index key and no revision: the run
+            # leaves due and the listings, and every conditional write to it fails from here on.
+            try:
+                await self._call(
+                    "put_item",
+                    run_id,
+                    TableName=self.table,
+                    Item={**self._header_key(run_id), _GONE: _n(now)},
+                    ConditionExpression="#inc = :inc AND attribute_not_exists(#gone)",
+                    ExpressionAttributeNames={"#inc": "inc", "#gone": _GONE},
+                    ExpressionAttributeValues={":inc": _s(inc)},
+                )
+            except _ConditionFailed:
+                continue
+            await self._retire_tags(run_id, head, now)
+            return
+        raise StoreError(
+            f"run {run_id!r}: gave up deleting it after {_DELETE_ATTEMPTS} attempts, it kept "
+            f"being started again (store {self.url})",
+            run_id=run_id,
+        )
+
+    async def _retire_tags(self, run_id: str, head: Item, now: int) -> None:
+        """Retire a deleted run's tag items, so ``by_ref`` drops them now rather than when the
+        reaper comes; best-effort (the listing's header check drops them meanwhile)."""
+        created = head.get("created_key")
+        tags = head.get("tag_set", {}).get("SS", [])
+        if created is None or not tags:
+            return
+
+        async def retire(tag: str) -> None:
+            # Only the deleted run's item: one started again under the id since (a created_key
+            # of its own) may have written this tag's item already.
+            try:
+                await self._call(
+                    "put_item",
+                    run_id,
+                    TableName=self.table,
+                    Item=_retired({_PK: _s(run_id), _SK: _s(_tag_sk(tag))}, now),
+                    ConditionExpression="#created = :created",
+                    ExpressionAttributeNames={"#created": "created_key"},
+                    ExpressionAttributeValues={":created": created},
+                )
+            except _ConditionFailed:
+                pass
+
+        try:
+            await _bounded(retire(tag) for tag in tags)
+        except StoreError as exc:
+            _log.warning("run %r: tag items left for the reaper: %s", run_id, exc)
+
+    async def reap(self, run_id: str) -> None:
+        """Delete, for good, what a deleted or expired run left: for the reaper only.
+
+        Every item of the run's partition that no live header owns, then the run's S3
+        objects. A live header (one not retired: a run started again under the id, or one
+        whose TTL removal has not happened yet) keeps what belongs to its incarnations,
+        retired items included (TTL removes those, at no cost), so reaping a run that is there
+        changes nothing any read returns, and reaping twice is harmless. Items whose key a new
+        run may write (the header, the tag items) are deleted only in the state they were read
+        in. The one store method that deletes: it needs ``DeleteItem`` and ``BatchWriteItem``,
+        which only the reaper's role has. Raises ``StoreError``.
+        """
+        names = {
+            "#pk": _PK,
+            "#sk": _SK,
+            "#inc": "inc",
+            "#hinc": "hinc",
+            "#gone": _GONE,
+            "#created": "created_key",
+        }
+        found = [
+            item
             async for item in self._query(
                 run_id,
                 KeyConditionExpression="#pk = :id",
-                ExpressionAttributeNames={"#pk": _PK, "#sk": _SK},
+                ProjectionExpression=", ".join(names),
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues={":id": _s(run_id)},
-                ProjectionExpression="#pk, #sk",
                 ConsistentRead=True,
             )
         ]
+        header = next((item for item in found if item[_SK]["S"] == HEADER_SK), None)
+        live = header if header is not None and _GONE not in header else None
+        owned: tuple[str, ...] = ()
+        if live is not None:
+            known = _Incarnation.of(live)
+            owned = (
+                f"C#{known.history}#",
+                f"P#{known.history}#",
+                f"S#{known.run}#",
+                f"{_REAP_PREFIX}{known.run}",
+            )
+        keys: list[Item] = []
+        guarded: list[tuple[Item, AttributeValue | None]] = []  # (key, created_key or None)
+        tombstone: Item | None = None
+        for item in found:
+            sk = item[_SK]["S"]
+            key = {_PK: item[_PK], _SK: item[_SK]}
+            if sk == HEADER_SK:
+                if live is None:
+                    tombstone = key
+            elif sk.startswith(f"{_TAGS_FROM}#"):
+                created = item.get("created_key")
+                if live is not None and created is not None and created == live.get("created_key"):
+                    continue  # the live run's
+                guarded.append((key, created))  # another run's, or retired
+            elif not (live is not None and sk.startswith(owned)):
+                # Keyed by an incarnation no live header has: nobody writes these keys again.
+                keys.append(key)
         await self._delete_keys(run_id, keys)
-        if self.payload_bucket is not None:
+        # A tag item's key is the same for every run under this id: a run started again since
+        # the Query may have put its own there, which these conditions keep.
+        await _bounded(self._delete_if(run_id, key, created) for key, created in guarded)
+        if tombstone is not None:
+            # The tombstone last, and only if it still is one: a run started again since the
+            # Query has replaced it.
+            await self._delete_if(run_id, tombstone, None)
+        if self.payload_bucket is not None and live is None:
+            # Objects are shared by content under the run's prefix: a live run may use them.
             await self._delete_objects(run_id)
+
+    async def _delete_if(self, run_id: str, key: Item, created: AttributeValue | None) -> None:
+        """Delete the item at ``key`` if it is still what the reaper read: retired (``created``
+        is ``None``), or carrying that ``created_key``."""
+        condition: dict[str, Any]
+        if created is None:
+            condition = {
+                "ConditionExpression": "attribute_exists(#gone)",
+                "ExpressionAttributeNames": {"#gone": _GONE},
+            }
+        else:
+            condition = {
+                "ConditionExpression": "#created = :created",
+                "ExpressionAttributeNames": {"#created": "created_key"},
+                "ExpressionAttributeValues": {":created": created},
+            }
+        try:
+            await self._call("delete_item", run_id, TableName=self.table, Key=key, **condition)
+        except _ConditionFailed:
+            pass
 
     async def _delete_keys(self, run_id: str, keys: Sequence[Item]) -> None:
         """Delete items by key, 25 a ``BatchWriteItem``, a few batches in flight at once."""
@@ -1785,10 +2052,15 @@ class DynamoDBStore(WorkflowStore):
                 _SUMMARY_NAMES,
             )
         }
-        found = [headers[entry[_PK]["S"]] for entry in page if entry[_PK]["S"] in headers]
+        found = [
+            header
+            for entry in page
+            if (header := headers.get(entry[_PK]["S"])) is not None and _GONE not in header
+        ]
         summaries = await _all(*(self._summary(header) for header in found))
-        # A run deleted since the index was read has no header; the index lags the table a
-        # little, so the header, not the index entry, decides whether the run matches.
+        # A run deleted since the index was read has no header, or a tombstone; the index lags
+        # the table a little, so the header, not the index entry, decides whether the run
+        # matches.
         runs = [summary for summary in summaries if query.matches(summary)]
         cursor = None
         if len(entries) > query.limit:
@@ -1856,7 +2128,7 @@ class DynamoDBStore(WorkflowStore):
             ExpressionAttributeNames=_REWIND_NAMES,
         )
         old = found.get("Item")
-        if old is None or int(old["revision"]["N"]) != run.revision:
+        if old is None or _GONE in old or int(old["revision"]["N"]) != run.revision:
             raise Conflict(f"run {run.id!r} changed since revision {run.revision}", run_id=run.id)
         known = _Incarnation.of(old)
         units, stale = await self._rewind_plan(run.id, known, seq, restore_signals)
@@ -1865,7 +2137,7 @@ class DynamoDBStore(WorkflowStore):
         if seq == 0:
             # The whole history goes, however long: the header takes a new history
             # incarnation, and every checkpoint and marker of the old one is invisible from
-            # the moment this write lands (then deleted, below).
+            # the moment this write lands (then retired, below).
             history = secrets.token_urlsafe(6)
             final.names["#hinc"] = "hinc"
             final.values[":hinc"] = _s(history)
@@ -1877,7 +2149,7 @@ class DynamoDBStore(WorkflowStore):
         #   rewind: read rev 7 ..... chunk 1 if rev = 7 -> cancelled: Conflict, nothing written
         #   signal:        store S, rev 8
         # A history too long for one transaction (100 writes) goes in chunks, the highest
-        # seqs first, each signal restored in the same transaction as the delete of the
+        # seqs first, each signal restored in the same transaction as the retirement of the
         # checkpoint that consumed it: after any chunk, the run is a shorter history of itself
         # (its signals each consumed once or pending once), so an interrupted rewind, or one
         # whose later chunk met a new revision, is simply done again from where it stopped.
@@ -1915,8 +2187,8 @@ class DynamoDBStore(WorkflowStore):
                 ) from None
             stored = result["Attributes"]
         self._remember(run.id, _Incarnation(known.run, history))
-        await self._delete_quietly(run.id, later)
-        await self._delete_quietly(run.id, stale, keep=history if seq == 0 else None)
+        await self._retire_quietly(run.id, later)
+        await self._retire_quietly(run.id, stale, keep=history if seq == 0 else None)
         return self._saved(run, stored)
 
     def _header_op(self, run_id: str, update: _Update, condition: str) -> dict[str, Any]:
@@ -1948,12 +2220,19 @@ class DynamoDBStore(WorkflowStore):
         dropped: set[int] = set()
         units: list[_Unit] = []
         stale: list[Item] = []
+        now = _wall_second()
         if seq > 0:  # a rewind to 0 drops the whole history at once, by its incarnation
             async for entry in self._query(
                 run_id,
                 KeyConditionExpression="#pk = :id AND #sk < :header",
+                FilterExpression="attribute_not_exists(#gone)",  # retired already
                 ProjectionExpression="#pk, #sk, #decided",
-                ExpressionAttributeNames={"#pk": _PK, "#sk": _SK, "#decided": "decided"},
+                ExpressionAttributeNames={
+                    "#pk": _PK,
+                    "#sk": _SK,
+                    "#decided": "decided",
+                    "#gone": _GONE,
+                },
                 ExpressionAttributeValues={":id": _s(run_id), ":header": _s(HEADER_SK)},
                 ConsistentRead=True,
             ):
@@ -1965,16 +2244,16 @@ class DynamoDBStore(WorkflowStore):
                 elif sk.startswith(markers):
                     decided = _number(entry, "decided")
                     if decided is not None and decided >= seq:
-                        units.append(_Unit(int(decided), [self._delete_op(key)]))
+                        units.append(_Unit(int(decided), [self._retire_op(key, now)]))
                 else:
                     stale.append(key)
         restores = await self._restores(run_id, known, seq) if restore_signals else {}
-        # A restored signal goes with the delete of the checkpoint that consumed it (at 0 too,
-        # where the new incarnation would hide that checkpoint anyway), so no chunk of a long
-        # rewind ever leaves a signal both pending and recorded.
+        # A restored signal goes with the retirement of the checkpoint that consumed it (at 0
+        # too, where the new incarnation would hide that checkpoint anyway), so no chunk of a
+        # long rewind ever leaves a signal both pending and recorded.
         for position in dropped | set(restores):
             key = {_PK: _s(run_id), _SK: _s(_checkpoint_sk(known.history, position))}
-            unit = _Unit(position, [self._delete_op(key)])
+            unit = _Unit(position, [self._retire_op(key, now)])
             if position in restores:
                 op, size = restores[position]
                 unit.ops.append(op)
@@ -1982,8 +2261,10 @@ class DynamoDBStore(WorkflowStore):
             units.append(unit)
         return units, stale
 
-    def _delete_op(self, key: Item) -> dict[str, Any]:
-        return {"Delete": {"TableName": self.table, "Key": key}}
+    def _retire_op(self, key: Item, now: int) -> dict[str, Any]:
+        """A transaction's write that retires the item at ``key`` (where a ``Delete`` would
+        need ``DeleteItem``, which the API's and resume's roles lack)."""
+        return {"Put": {"TableName": self.table, "Item": _retired(key, now)}}
 
     async def _restores(
         self, run_id: str, known: _Incarnation, seq: int
@@ -2024,6 +2305,8 @@ class DynamoDBStore(WorkflowStore):
             [{_PK: _s(run_id), _SK: _s(_checkpoint_sk(known.history, by))} for by in consumers],
             {"#sk": _SK, "#body": "body"},
         )
+        # A checkpoint retired by an earlier rewind that kept its signals consumed has no body.
+        recorded = [item for item in recorded if "body" in item]
         texts = await self._bodies(run_id, recorded, "body")
         values = {
             int(item[_SK]["S"].rsplit("#", 1)[1]): loads(text).get("value")
@@ -2071,15 +2354,16 @@ class DynamoDBStore(WorkflowStore):
             restores[by] = (op, item_size(item))
         return restores
 
-    async def _delete_quietly(
+    async def _retire_quietly(
         self, run_id: str, keys: Sequence[Item], *, keep: str | None = None
     ) -> None:
-        """Delete items nothing reads any more, best-effort: ``keys``, and with ``keep`` every
-        checkpoint and marker of a history other than ``keep``.
+        """Retire items nothing reads any more, best-effort: ``keys``, and with ``keep`` every
+        checkpoint and marker of a history other than ``keep`` that is not retired yet.
 
         They are invisible already (an old history, a tag the run lost), and the write that
-        made them so has succeeded: a failure here must not report it failed. ``delete`` and
-        the next rewind remove whatever is left.
+        made them so has succeeded: a failure here must not report it failed. The next rewind
+        and the reaper remove whatever is left. Plain Puts, a few dozen in flight: no
+        ``BatchWriteItem``, which the roles that call this may not use (it can delete).
         """
         try:
             if keep is not None:
@@ -2091,8 +2375,9 @@ class DynamoDBStore(WorkflowStore):
                         async for item in self._query(
                             run_id,
                             KeyConditionExpression="#pk = :id AND #sk < :header",
+                            FilterExpression="attribute_not_exists(#gone)",
                             ProjectionExpression="#pk, #sk",
-                            ExpressionAttributeNames={"#pk": _PK, "#sk": _SK},
+                            ExpressionAttributeNames={"#pk": _PK, "#sk": _SK, "#gone": _GONE},
                             ExpressionAttributeValues={
                                 ":id": _s(run_id),
                                 ":header": _s(HEADER_SK),
@@ -2102,7 +2387,11 @@ class DynamoDBStore(WorkflowStore):
                         if not item[_SK]["S"].startswith(mine)
                     ],
                 ]
-            await self._delete_keys(run_id, keys)
+            now = _wall_second()
+            await _bounded(
+                self._call("put_item", run_id, TableName=self.table, Item=_retired(key, now))
+                for key in keys
+            )
         except StoreError as exc:
             _log.warning("run %r: unreachable items left for a later cleanup: %s", run_id, exc)
 
@@ -2123,8 +2412,9 @@ class DynamoDBStore(WorkflowStore):
         #   A: update if lease free/expired/mine -> taken    B: same update -> condition false
         # DynamoDB applies writes to one item one at a time and evaluates B's condition on the
         # item A left, whose lease is live and not B's. Reading the lease first and writing it
-        # after would let both see it free and both win. The run must exist and not be
-        # terminal, or a crashed executor's renewal could resurrect a cancelled run's wake.
+        # after would let both see it free and both win. The run must exist (a header, not a
+        # deleted run's tombstone) and not be terminal, or a crashed executor's renewal could
+        # resurrect a cancelled or deleted run's wake.
         # With due_only the run must also be due, checked in the same step: an executor that
         # read "due" earlier cannot take a run another executor has since put to sleep. The
         # previous holder comes back with the write (UPDATED_OLD), from the same moment.
@@ -2136,11 +2426,13 @@ class DynamoDBStore(WorkflowStore):
                 Key=self._header_key(run_id),
                 UpdateExpression="SET #token = :token, #expires = :expires, #wake = :expires, "
                 "#due = :shard",
-                ConditionExpression="attribute_exists(#pk) AND NOT (#status IN (:t0, :t1, :t2)) "
+                ConditionExpression="attribute_exists(#pk) AND attribute_not_exists(#gone) "
+                "AND NOT (#status IN (:t0, :t1, :t2)) "
                 "AND (attribute_not_exists(#expires) OR #expires <= :now OR #token = :token)"
                 + (" AND #wake <= :now" if due_only else ""),
                 ExpressionAttributeNames={
                     "#pk": _PK,
+                    "#gone": _GONE,
                     "#token": "lease_token",
                     "#expires": "lease_expires_at",
                     "#wake": "wake_at",
@@ -2198,6 +2490,19 @@ async def _all(*calls: Awaitable[T]) -> list[T]:
         if isinstance(result, BaseException):
             raise result
     return results  # type: ignore[return-value]
+
+
+async def _bounded(calls: Iterable[Awaitable[Any]], limit: int = _WRITES_IN_FLIGHT) -> None:
+    """Await ``calls``, at most ``limit`` at once (made lazily: a batch is started only when
+    the one before has finished); raises the first error once its batch has finished."""
+    batch: list[Awaitable[Any]] = []
+    for call in calls:
+        batch.append(call)
+        if len(batch) == limit:
+            await _all(*batch)
+            batch = []
+    if batch:
+        await _all(*batch)
 
 
 def _present(**params: Any) -> dict[str, Any]:
@@ -2358,21 +2663,24 @@ async def _merge(
 
 
 def expired_run_ids(event: Mapping[str, Any]) -> list[str]:
-    """The runs whose header DynamoDB's TTL just deleted, from a DynamoDB Streams event.
+    """The runs to reap, from a DynamoDB Streams event: those whose header (a finished run past
+    its retention) or reap request (a deleted run) DynamoDB's TTL just removed.
 
-    TTL deletes items one by one and only those that carry the TTL attribute: the header. A
-    stream consumer (a Lambda on the table's stream) calls ``store.delete(run_id)`` for each id
-    returned here to remove the run's checkpoints, signals and S3 objects too.
+    The records :data:`REAPER_FILTER` passes, checked again here: a removal by TTL (the
+    ``dynamodb.amazonaws.com`` service, not anyone's DeleteItem) of an item whose sort key is
+    the header's or a reap request's. TTL's removals of retired items, and the reaper's own
+    deletes, are none of them. The reaper calls ``store.reap(run_id)`` for each id returned.
     """
     ids = []
     for record in event.get("Records", []):
         identity = record.get("userIdentity") or {}
         keys = (record.get("dynamodb") or {}).get("Keys") or {}
+        sk = keys.get(_SK, {}).get("S", "")
         if (
             record.get("eventName") == "REMOVE"
             and identity.get("type") == "Service"
             and identity.get("principalId") == "dynamodb.amazonaws.com"
-            and keys.get(_SK, {}).get("S") == HEADER_SK
+            and (sk == HEADER_SK or sk.startswith(_REAP_PREFIX))
         ):
             ids.append(keys[_PK]["S"])
     return ids

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,18 @@ async def items(raw: Any, table: str, run_id: str) -> dict[str, dict[str, Any]]:
         ConsistentRead=True,
     )
     return {item["sk"]["S"]: item for item in page["Items"]}
+
+
+#: What a retired item holds: its key, when it was retired, and a TTL that has come.
+RETIRED = {"pk", "sk", "gone", TABLE.ttl_attribute}
+
+
+def retired_now(item: dict[str, Any], *, gone: bool = True) -> bool:
+    """Whether ``item`` holds its key, a TTL that has come (DynamoDB's TTL will remove it) and,
+    with ``gone``, the retired mark, and nothing else: ``RETIRED``."""
+    expires = int(item[TABLE.ttl_attribute]["N"]) if TABLE.ttl_attribute in item else None
+    shape = RETIRED if gone else RETIRED - {"gone"}
+    return set(item) == shape and expires is not None and expires <= time.time()
 
 
 async def header_item(raw: Any, table: str, run_id: str = "run-1") -> dict[str, Any]:
@@ -335,8 +347,10 @@ async def test_values_over_the_item_limit_go_to_s3_and_come_back(
     # so the same content-addressed object
     assert len(listed["Contents"]) == 2
 
-    # when the run is deleted, its objects go too
+    # when the run is deleted, its objects stay until the reaper comes, and then go too
     await store.delete("run-1")
+    assert (await s3.list_objects_v2(Bucket=bucket, Prefix="run-1/")).get("KeyCount") == 2
+    await store.reap("run-1")
     assert (await s3.list_objects_v2(Bucket=bucket, Prefix="run-1/")).get("KeyCount") == 0
 
 
@@ -494,7 +508,7 @@ async def test_without_retention_finished_runs_are_kept(
     assert TABLE.ttl_attribute not in await header_item(raw, table)
 
 
-def test_expired_run_ids_reads_ttl_deletions_of_headers_from_a_stream_event() -> None:
+def test_expired_run_ids_reads_ttl_removals_of_headers_and_reap_requests() -> None:
     def record(name: str, sk: str, by_ttl: bool, run_id: str = "r1") -> dict[str, Any]:
         rec: dict[str, Any] = {
             "eventName": name,
@@ -508,12 +522,15 @@ def test_expired_run_ids_reads_ttl_deletions_of_headers_from_a_stream_event() ->
         "Records": [
             record("REMOVE", "R", True, "expired"),
             record("REMOVE", "R", False, "deleted-by-someone"),
-            record("REMOVE", "C#abc#0000000001", True, "a-checkpoint"),
+            record("REMOVE", "C#abc#0000000001", True, "a-retired-checkpoint"),
+            record("REMOVE", "T#vip", True, "a-retired-tag-item"),
+            record("REMOVE", "X#abc", True, "deleted"),
+            record("REMOVE", "X#abc", False, "reaped"),
             record("MODIFY", "R", False, "modified"),
         ]
     }
 
-    assert expired_run_ids(event) == ["expired"]
+    assert expired_run_ids(event) == ["expired", "deleted"]
 
 
 async def test_an_unreachable_endpoint_names_the_store_url(open_ddb: OpenStore) -> None:
@@ -896,8 +913,11 @@ async def test_a_save_that_changes_tags_moves_the_tag_items_with_it(
     # then the first was one UpdateItem, the second one transaction with the tag items
     assert steady == {"update_item": 1}
     assert calls.ops == {"update_item": 1, "transact_write_items": 1}
-    tags = sorted(sk for sk in await items(raw, table, "run-1") if sk.startswith("T#"))
-    assert tags == ["T#b", "T#c"]
+    (_, moved), *_ = [entry for entry in calls.log if entry[0] == "transact_write_items"]
+    assert not [op for op in moved["TransactItems"] if "Delete" in op]  # a lost tag is retired
+    stored = {sk: item for sk, item in (await items(raw, table, "run-1")).items() if sk[0] == "T"}
+    assert sorted(sk for sk, item in stored.items() if "gone" not in item) == ["T#b", "T#c"]
+    assert retired_now(stored["T#a"])
     for tag, found in (("a", []), ("b", ["run-1"]), ("c", ["run-1"])):
         assert [r.id for r in (await store.list_runs(RunQuery(tag=tag))).runs] == found
 
@@ -935,9 +955,11 @@ async def test_a_rewind_to_zero_switches_a_long_history_in_one_write(
     inner = store._call
     calls = Calls(store)
     recorded = store._call
+    cleanup: list[dict[str, Any]] = []
 
     async def throttled(operation: str, run_id: str | None, **params: Any) -> dict[str, Any]:
-        if operation == "batch_write_item":
+        if operation == "put_item" and "gone" in params["Item"]:
+            cleanup.append(params["Item"])
             raise StoreError("throttled", run_id=run_id)
         return await recorded(operation, run_id, **params)
 
@@ -947,22 +969,26 @@ async def test_a_rewind_to_zero_switches_a_long_history_in_one_write(
     fresh = replace(run, status="pending", input={"n": 2}, error=None, wake_at=T0)
     saved = await store.rewind(fresh, 0, restore_signals=False)
 
-    # then the switch was one conditional UpdateItem, no transaction, whatever the length
-    writes = [op for op, _ in calls.log if op not in ("get_item", "query", "batch_write_item")]
-    assert writes == ["update_item"]
+    # then the switch was one conditional UpdateItem, no transaction, whatever the length; the
+    # rest were the cleanup's Puts of retired items (which failed), and nothing deleted
+    assert [op for op, _ in calls.log if op not in ("get_item", "query")] == ["update_item"]
+    # (the cleanup stops at the first batch that fails: it is best-effort)
+    assert 0 < len(cleanup) < 152 and all(set(item) == RETIRED for item in cleanup)
     # and the old history is invisible at once, though its items are still there
     loaded = await store.load("run-1")
     assert loaded is not None and loaded.checkpoints == [] and loaded.run == saved
     assert [s.id for s in loaded.signals] == ["s-2"]
-    assert sum(sk.startswith(("C#", "P#")) for sk in await items(raw, table, "run-1")) == 152
+    old = {sk: item for sk, item in (await items(raw, table, "run-1")).items() if sk[0] in "CP"}
+    assert len(old) == 152 and not any("gone" in item for item in old.values())
     # and the new history starts at 0 under its own keys
     store._call = inner  # type: ignore[method-assign]
     await store.append("run-1", step(0, "again"))
     assert [cp.name for cp in (await store.load("run-1")).checkpoints] == ["again"]  # type: ignore[union-attr]
 
-    # when the next continue_as_new comes, it cleans every older history
+    # when the next continue_as_new comes, it retires every older history: TTL removes them
     again = await store.rewind(replace(saved, input={"n": 3}), 0, restore_signals=False)
-    assert [sk for sk in await items(raw, table, "run-1") if sk.startswith(("C#", "P#"))] == []
+    old = {sk: item for sk, item in (await items(raw, table, "run-1")).items() if sk[0] in "CP"}
+    assert len(old) == 153 and all(retired_now(item) for item in old.values())
     assert (await store.load("run-1")).run == again  # type: ignore[union-attr]
 
 
@@ -1047,7 +1073,7 @@ async def test_acquire_learns_the_previous_holder_from_its_one_write(open_ddb: O
     assert {params["ReturnValues"] for _, params in calls.log} == {"UPDATED_OLD"}
 
 
-async def test_delete_removes_tag_items_tombstones_and_old_histories(
+async def test_the_reaper_removes_tag_items_tombstones_and_old_histories(
     open_ddb: OpenStore, raw: Any, table: str
 ) -> None:
     # given a run with tags, a consumed signal and a history a rewind left behind
@@ -1061,7 +1087,7 @@ async def test_delete_removes_tag_items_tombstones_and_old_histories(
     inner = store._call
 
     async def no_cleanup(operation: str, run_id: str | None, **params: Any) -> dict[str, Any]:
-        if operation == "batch_write_item":
+        if operation == "put_item" and "gone" in params["Item"]:
             return {}
         return await inner(operation, run_id, **params)
 
@@ -1070,8 +1096,21 @@ async def test_delete_removes_tag_items_tombstones_and_old_histories(
     store._call = inner  # type: ignore[method-assign]
     assert len(await items(raw, table, "run-1")) == 5  # header, 2 tags, tombstone, old step
 
-    # when the reaper deletes it (after DynamoDB's TTL removed the header)
+    # when it is deleted: gone at once for every reader, its items left to TTL and the reaper
     await store.delete("run-1")
+    assert await store.load("run-1") is None
+    assert (await store.list_runs(RunQuery(tag="a"))).runs == []
+    assert (await store.list_runs(RunQuery(parent_id="p"))).runs == []
+    left = await items(raw, table, "run-1")
+    assert set(left["R"]) == {"pk", "sk", "gone"}  # the tombstone: no index key
+    (request,) = [sk for sk in left if sk.startswith("X#")]
+    assert retired_now(left[request], gone=False)  # the reap request, expired from the start
+    assert all(retired_now(left[f"T#{tag}"]) for tag in "ab")  # out of by_ref
+
+    # when the reaper comes (after DynamoDB's TTL removed the reap request)
+    del left[request]
+    await raw.delete_item(TableName=table, Key={"pk": {"S": "run-1"}, "sk": {"S": request}})
+    await store.reap("run-1")
 
     # then nothing of it is left, in the table or the listing index
     assert await items(raw, table, "run-1") == {}
@@ -1139,3 +1178,310 @@ async def test_a_signal_stored_by_heron_0_2_is_refused_by_name(
     with pytest.raises(StoreError, match="0.2") as raised:
         await store.load("run-1")
     assert raised.value.run_id == "run-1"
+
+
+# -- least privilege: only the reaper deletes --------------------------------------------------
+
+#: What the API's and the resume function's roles may do on the table (template.yaml, CDK's
+#: RUNS_ACTIONS; tests/infra/ holds both to it); a transaction's items need the same actions.
+ROLE_ACTIONS = {"GetItem", "PutItem", "UpdateItem", "Query", "BatchGetItem"}
+#: What the S3 offload may do on their paths.
+ROLE_S3 = {"PutObject", "GetObject"}
+
+
+class Sent:
+    """Every request a store's clients send, as botocore's own event hook sees it: ``(service,
+    operation, parameters)``. Below the store, so nothing the store does can bypass it."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, Any]]] = []
+
+    def hook(self, client: Any) -> Any:
+        service = client.meta.service_model.service_name
+
+        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+            self.requests.append((service, model.name, params))
+
+        client.meta.events.register("before-parameter-build", record)
+        return client
+
+    @property
+    def operations(self) -> set[str]:
+        return {operation for _, operation, _ in self.requests}
+
+    def deletes(self) -> list[str]:
+        """Every delete among the requests: a DeleteItem, a BatchWriteItem (it can delete), a
+        transaction's Delete, an S3 object delete, a PartiQL statement."""
+        found = []
+        for service, operation, params in self.requests:
+            if "Delete" in operation or operation in ("BatchWriteItem", "ExecuteStatement"):
+                found.append(f"{service}:{operation}")
+            if operation == "TransactWriteItems":
+                found += [f"Transact:{kind}" for op in params["TransactItems"] for kind in op]
+        return [entry for entry in found if entry not in ("Transact:Put", "Transact:Update")]
+
+    def clear(self) -> None:
+        self.requests.clear()
+
+
+@pytest.fixture
+async def recorded(
+    moto_endpoint: str, aws_session: Any, table: str
+) -> AsyncIterator[Callable[..., Awaitable[tuple[DynamoDBStore, Sent]]]]:
+    """Opens stores on this test's table (and payload bucket) whose aiobotocore clients record
+    every request they send. The table and bucket exist first, as in a deployed stack."""
+    bucket = f"heron-payloads-{uuid.uuid4().hex[:8]}"
+    async with AsyncExitStack() as stack:
+        setup = DynamoDBStore(
+            table,
+            region=REGION,
+            endpoint_url=moto_endpoint,
+            session=aws_session,
+            payload_bucket=bucket,
+        )
+        await setup.ensure_schema()
+        await setup.close()
+
+        async def open_(**options: Any) -> tuple[DynamoDBStore, Sent]:
+            sent = Sent()
+            client, s3_client = [
+                sent.hook(
+                    await stack.enter_async_context(
+                        aws_session.client(service, region_name=REGION, endpoint_url=moto_endpoint)
+                    )
+                )
+                for service in ("dynamodb", "s3")
+            ]
+            store = DynamoDBStore(
+                table,
+                client=client,
+                s3_client=s3_client,
+                payload_bucket=bucket,
+                auto_schema=False,
+                offload_threshold=2000,
+                **options,
+            )
+            return store, sent
+
+        yield open_
+
+
+async def test_the_api_and_resume_paths_never_delete_and_the_reaper_deletes_everything(
+    recorded: Callable[..., Awaitable[tuple[DynamoDBStore, Sent]]], raw: Any, s3: Any, table: str
+) -> None:
+    # given the engine on a store whose clients record every request, a workflow that consumes
+    # signals, fails a step, and continues as new; values large enough to go to S3
+    store, sent = await recorded()
+    rt, _ = test_runtime(store)
+    big = "x" * 3000
+    attempts = Counter[int]()
+
+    @rt.step(name="prepare")
+    async def prepare() -> str:
+        return big
+
+    @rt.step(name="work", retry=runtime.RetryPolicy(max_attempts=1))
+    async def work(round_: int, payload: Any) -> Any:
+        attempts[round_] += 1
+        if round_ == 0 and attempts[round_] == 1:
+            raise runtime.FatalError("first time unlucky")
+        return payload
+
+    @rt.workflow("rounds")
+    async def rounds(ctx: Context, state: dict[str, int]) -> Any:
+        await ctx.step(prepare)  # seq 0
+        payload = await ctx.wait_for_signal("go")  # seq 1: consumes a signal
+        done = await ctx.step(work, state["round"], payload)  # seq 2
+        if state["round"] < 2:
+            ctx.continue_as_new({"round": state["round"] + 1})  # a rewind to 0
+        return done
+
+    # when a run goes through it all: started with tags, signalled, failed, retried from the
+    # signal (a rewind to seq > 0 that restores it), continued as new twice, then retried from
+    # 0, re-tagged (more tags than one transaction retires), and deleted
+    run_id = await rt.start("rounds", {"round": 0}, run_id="r-1", tags=["a", "b"])
+    for n in range(3):
+        await rt.signal(run_id, "go", {"n": n, "pad": big})
+    with pytest.raises(runtime.WorkflowFailed):
+        await rt.wait(run_id, timeout=30)
+    await rt.retry(run_id, from_seq=1)
+    assert (await rt.wait(run_id, timeout=30))["n"] == 2
+    loaded = await store.load(run_id)
+    assert loaded is not None and loaded.run.status == "completed"
+    failed = await store.save(replace(loaded.run, status="failed"))
+    run = await store.rewind(replace(failed, status="pending", tags=["c"]), 0)
+    run = await store.save(replace(run, tags=[f"t{i:02}" for i in range(60)]))
+    await store.save(replace(run, tags=[f"u{i:02}" for i in range(60)]))
+    await rt.delete(run_id)
+
+    # then none of it deleted anything, and the roles' actions were enough for all of it
+    assert await store.load(run_id) is None
+    assert sent.deletes() == []
+    dynamodb = {op for service, op, _ in sent.requests if service == "dynamodb"}
+    assert dynamodb - {"TransactWriteItems"} <= ROLE_ACTIONS
+    assert {op for service, op, _ in sent.requests if service == "s3"} <= ROLE_S3
+    assert {"TransactWriteItems", "PutObject"} <= sent.operations  # the paths were taken
+    # and where a delete would have been, a Put retired the item: checkpoints (in the rewinds'
+    # transactions and after them), tag items, and the header (its tombstone)
+    puts = [params["Item"] for _, op, params in sent.requests if op == "PutItem"]
+    puts += [
+        op["Put"]["Item"]
+        for _, name, params in sent.requests
+        if name == "TransactWriteItems"
+        for op in params["TransactItems"]
+        if "Put" in op
+    ]
+    retired = {item["sk"]["S"][0] for item in puts if "gone" in item}
+    assert retired == {"C", "T", "R"}
+    assert await items(raw, table, run_id)  # everything still there, retired or a tombstone
+
+    # when the reaper comes, once DynamoDB's TTL removed the reap request
+    (request,) = [sk for sk in await items(raw, table, run_id) if sk.startswith("X#")]
+    await raw.delete_item(TableName=table, Key={"pk": {"S": run_id}, "sk": {"S": request}})
+    reaper, reaper_sent = await recorded()
+    await reaper.reap(run_id)
+
+    # then it deleted, and nothing of the run is left: no item, retired or not, no object
+    assert {"BatchWriteItem", "DeleteItem", "DeleteObjects"} <= reaper_sent.operations
+    assert await items(raw, table, run_id) == {}
+    listed = await s3.list_objects_v2(Bucket=reaper.payload_bucket, Prefix=f"{run_id}/")
+    assert listed.get("KeyCount") == 0
+
+
+async def test_a_run_deleted_and_started_again_shows_nothing_of_the_old_one(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given a run with a history, a marker, a consumed and a buffered signal, tags and a parent,
+    # deleted (its items retired or left for the reaper, which has not come yet)
+    store = await open_ddb()
+    await store.create(
+        make_run(status="sleeping", wake_at=T0, tags=["old"], parent_id="p", input={"n": 1})
+    )
+    consumed, buffered = Signal(id="s-1", name="go", at=T0), Signal(id="s-2", name="go", at=T0)
+    await store.signal("run-1", consumed)
+    await store.signal("run-1", buffered)
+    await store.load("run-1")
+    await store.append("run-1", step(0))
+    await store.append("run-1", consumed_by(1, consumed), consumes="s-1")
+    await store.append("run-1", Checkpoint(seq=-1, kind="patch", name="p", value=1))
+    await store.delete("run-1")
+    await store.delete("run-1")  # twice: nothing more
+
+    # then it is gone for every reader, through every index
+    assert await store.load("run-1") is None
+    assert await store.due(T0 + 1000, 10) == []
+    for query in (
+        RunQuery(),
+        RunQuery(tag="old"),
+        RunQuery(parent_id="p"),
+        RunQuery(status="sleeping"),
+        RunQuery(workflow="order"),
+    ):
+        assert (await store.list_runs(query)).runs == [], query
+    assert await store.signal("run-1", Signal(id="s-3", name="go", at=T0)) is False
+    assert await store.acquire("run-1", "executor", 30, now=T0) == Acquired.NO
+    assert len(await items(raw, table, "run-1")) > 3  # its items are still there
+
+    # when a new run starts under its id (another store, which never saw the old one)
+    other = await open_ddb()
+    reborn = make_run(status="pending", wake_at=T0, tags=["new"], input={"n": 2})
+    assert await other.create(reborn)
+    assert not await other.create(reborn)  # and only once
+
+    # then it has none of the old run's history, signals, markers, tags or parent
+    loaded = await other.load("run-1")
+    assert loaded is not None
+    assert (loaded.run, loaded.checkpoints, loaded.signals) == (reborn, [], [])
+    assert [r.id for r in (await other.list_runs(RunQuery(tag="new"))).runs] == ["run-1"]
+    assert (await other.list_runs(RunQuery(tag="old"))).runs == []
+    assert (await other.list_runs(RunQuery(parent_id="p"))).runs == []
+    # and it runs: its own step 0, a signal under an id the old run had consumed
+    await other.append("run-1", step(0, "fresh"))
+    assert await other.signal("run-1", Signal(id="s-1", name="go", payload=2, at=T0))
+    assert await other.acquire("run-1", "executor", 30, now=T0) == Acquired.FREE
+    run = (await other.load("run-1")).run  # type: ignore[union-attr]
+    run = await other.rewind(replace(run, status="pending"), 0)  # a new history: step 0 retired
+    await other.append("run-1", step(0, "again"))
+    await other.append("run-1", step(1, "later"))
+    await other.rewind(run, 1)  # retires step 1 of the history the run has now
+    before = await other.load("run-1")
+    assert before is not None and [cp.name for cp in before.checkpoints] == ["again"]
+    assert [(s.id, s.payload) for s in before.signals] == [("s-1", 2)]
+
+    # when the reaper comes for the old run (TTL removed its reap request), late, and twice
+    await store.reap("run-1")
+    await store.reap("run-1")
+
+    # then the new run is untouched, and only the old run's items are gone
+    assert await other.load("run-1") == before
+    inc = (await header_item(raw, table))["inc"]["S"]
+    hinc = (await header_item(raw, table))["hinc"]["S"]
+    left = await items(raw, table, "run-1")
+    assert sorted(left) == sorted(
+        ["R", "T#new", f"S#{inc}#s-1", f"C#{hinc}#0000000000", f"C#{hinc}#0000000001"]
+    )
+    # (its own first history is gone too: nobody writes under an old history's keys; an item
+    # retired in the history it has now is left to TTL, a rerun may write over it any time)
+    assert retired_now(left[f"C#{hinc}#0000000001"])
+
+    # and once the new run is deleted and reaped in turn, nothing is left
+    await other.delete("run-1")
+    await other.reap("run-1")
+    assert await items(raw, table, "run-1") == {}
+
+
+async def test_retired_items_never_show_and_a_rerun_writes_over_them(
+    open_ddb: OpenStore, raw: Any, table: str
+) -> None:
+    # given a failed run of five steps that consumed a signal at 3, tagged a and b
+    store = await open_ddb()
+    await store.create(make_run(status="running", tags=["a", "b"]))
+    signal = Signal(id="s", name="go", payload={"k": 1}, at=T0)
+    await store.signal("run-1", signal)
+    await store.load("run-1")
+    for seq in range(5):
+        if seq == 3:
+            await store.append("run-1", consumed_by(3, signal), consumes="s")
+        else:
+            await store.append("run-1", step(seq))
+    run = (await store.load("run-1")).run  # type: ignore[union-attr]
+    failed = await store.save(replace(run, status="failed"))
+    calls = Calls(store)
+
+    # when it is retried from seq 2, dropping tag a, in one transaction
+    retried = await store.rewind(replace(failed, status="pending", tags=["b"]), 2)
+
+    # then the dropped checkpoints and the lost tag's item are retired, not deleted
+    (transaction,) = [params for op, params in calls.log if op == "transact_write_items"]
+    kinds = Counter(kind for op in transaction["TransactItems"] for kind in op)
+    assert kinds == {"Update": 2, "Put": 5}  # header, signal; C#2..4, T#b, T#a retired
+    stored = await items(raw, table, "run-1")
+    dropped = [sk for sk in stored if sk.startswith("C#") and sk[-1] in "234"]
+    assert len(dropped) == 3 and all(retired_now(stored[sk]) for sk in dropped)
+    assert retired_now(stored["T#a"])
+    # and no read returns them: not load, not a listing by the lost tag
+    loaded = await store.load("run-1")
+    assert loaded is not None and loaded.run == retried
+    assert [cp.seq for cp in loaded.checkpoints] == [0, 1]
+    assert loaded.signals == [signal]
+    assert (await store.list_runs(RunQuery(tag="a"))).runs == []
+    assert [r.id for r in (await store.list_runs(RunQuery(tag="b"))).runs] == ["run-1"]
+
+    # when the rerun writes seq 2 and consumes the signal again at 3, over retired items
+    await store.append("run-1", step(2, "rerun"))
+    await store.append("run-1", consumed_by(3, signal), consumes="s")
+
+    # then they are live items again (no TTL), and each seq is still written once only
+    stored = await items(raw, table, "run-1")
+    assert {"gone", TABLE.ttl_attribute}.isdisjoint(stored[dropped[0]])
+    with pytest.raises(Conflict):
+        await store.append("run-1", step(2, "zombie"))
+    loaded = await store.load("run-1")
+    assert loaded is not None
+    assert [(cp.seq, cp.name) for cp in loaded.checkpoints] == [
+        (0, "step"),
+        (1, "step"),
+        (2, "rerun"),
+        (3, "go"),
+    ]
+    assert loaded.signals == []

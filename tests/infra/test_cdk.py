@@ -14,8 +14,14 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from heron.stores.dynamodb import TABLE
-from infra.heron_stack import TIMEOUTS, TTL_REMOVALS, Settings  # noqa: E402
+from heron.stores.dynamodb import REAPER_FILTER, TABLE
+from infra.heron_stack import (  # noqa: E402
+    REAPER_ACTIONS,
+    RUNS_ACTIONS,
+    TIMEOUTS,
+    TTL_REMOVALS,
+    Settings,
+)
 from tests.infra.cfn import sam_functions  # noqa: E402
 
 Synth = Callable[..., dict[str, Any]]
@@ -203,6 +209,52 @@ def test_no_wildcard_actions_or_resources(default: dict[str, Any]) -> None:
         assert "ManagedPolicyArns" not in role["Properties"]
 
 
+def test_only_the_reaper_may_delete(default: dict[str, Any]) -> None:
+    deletes = {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+    for name in ("ApiFunction", "ResumeFunction", "SweepFunction"):
+        actions = _cdk_actions(default, name)
+        assert not actions & deletes, f"{name} may delete: {actions & deletes}"
+        assert not [a for a in actions if "Delete" in a and a.startswith("dynamodb:")], name
+    for name in ("ApiFunction", "ResumeFunction"):
+        assert {a for a in _cdk_actions(default, name) if a.startswith("dynamodb:")} == set(
+            RUNS_ACTIONS
+        )
+    assert deletes <= _cdk_actions(default, "ReaperFunction")
+    assert {a for a in _cdk_actions(default, "ReaperFunction") if a.startswith("dynamodb:")} == {
+        *REAPER_ACTIONS,
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+    }
+
+
+def test_the_reaper_hears_only_of_headers_and_reap_requests(default: dict[str, Any]) -> None:
+    assert TTL_REMOVALS == REAPER_FILTER
+    (pattern,) = _mapping_of(default, "ReaperFunction")["FilterCriteria"]["Filters"]
+    assert json.loads(pattern["Pattern"])["dynamodb"] == {
+        "Keys": {"sk": {"S": ["R", {"prefix": "X#"}]}}
+    }
+
+
+def test_api_throttling_and_reserved_concurrency_are_settings(synth: Synth) -> None:
+    template = Template.from_json(
+        synth(ApiThrottleRateLimit=5, ApiThrottleBurstLimit=10, ApiReservedConcurrency=30)
+    )
+    template.has_resource_properties(
+        "AWS::ApiGatewayV2::Stage",
+        {
+            "StageName": "$default",
+            "DefaultRouteSettings": {"ThrottlingRateLimit": 5, "ThrottlingBurstLimit": 10},
+        },
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {"Handler": "heron.functions.api.handler", "ReservedConcurrentExecutions": 30},
+    )
+    none = synth(ApiReservedConcurrency=0)
+    assert "ReservedConcurrentExecutions" not in none["Resources"]["ApiFunction"]["Properties"]
+
+
 def test_sweep_may_only_query_the_due_index(default: dict[str, Any]) -> None:
     assert _cdk_actions(default, "SweepFunction") == {
         "logs:CreateLogStream",
@@ -272,6 +324,10 @@ def test_settings_come_from_context_and_are_checked() -> None:
         Settings(ApiAuth="NONE")
     with pytest.raises(ValueError, match="ResumeReservedConcurrency"):
         Settings(ResumeReservedConcurrency=1)
+    with pytest.raises(ValueError, match="ApiReservedConcurrency"):
+        Settings(ApiReservedConcurrency=-1)
+    with pytest.raises(ValueError, match="ApiThrottle"):
+        Settings(ApiThrottleBurstLimit=0)
 
 
 def test_settings_are_the_templates_parameters(sam_template: dict[str, Any]) -> None:
@@ -360,6 +416,30 @@ def test_same_functions(default: dict[str, Any], resolved: dict[str, Any], name:
 def test_same_permissions(default: dict[str, Any], resolved: dict[str, Any], name: str) -> None:
     # CDK's grant for an SQS event source adds sqs:GetQueueUrl, which the poller does not need.
     assert _cdk_actions(default, name) - {"sqs:GetQueueUrl"} == _sam_actions(resolved, name)
+
+
+def test_same_throttling(default: dict[str, Any], resolved: dict[str, Any]) -> None:
+    (stage,) = _of_type(default, "AWS::ApiGatewayV2::Stage").values()
+    theirs = resolved["Resources"]["HttpApiStage"]["Properties"]
+    assert stage["Properties"]["StageName"] == theirs["StageName"] == "$default"
+    assert stage["Properties"]["AutoDeploy"] is theirs["AutoDeploy"] is True
+    ours = stage["Properties"]["DefaultRouteSettings"]
+    assert {key: str(value) for key, value in ours.items()} == theirs["DefaultRouteSettings"]
+
+
+@pytest.mark.parametrize("name", ["ApiFunction", "ResumeFunction"])
+@pytest.mark.parametrize("overrides", [{}, {"ApiReservedConcurrency": 0}])
+def test_same_reserved_concurrency(
+    synth: Synth, sam_template: dict[str, Any], name: str, overrides: dict[str, int]
+) -> None:
+    from tests.infra.cfn import Resolver
+
+    ours = synth(**overrides)["Resources"][name]["Properties"]
+    resolve = Resolver(sam_template, **{key: str(value) for key, value in overrides.items()})
+    theirs = resolve(sam_template["Resources"][name]["Properties"])
+    assert str(ours.get("ReservedConcurrentExecutions")) == str(
+        theirs.get("ReservedConcurrentExecutions")
+    )
 
 
 def test_same_route_and_outputs(default: dict[str, Any], resolved: dict[str, Any]) -> None:

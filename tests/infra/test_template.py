@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from heron.stores.dynamodb import TABLE
+from heron.stores.dynamodb import REAPER_FILTER, TABLE
 from tests.infra.cfn import ROOT, Resolver, sam_functions  # noqa: E402
 
 FUNCTIONS = {
@@ -24,11 +24,8 @@ FUNCTIONS = {
     "ResumeFunction": "heron.functions.resume.handler",
     "ReaperFunction": "heron.functions.reaper.handler",
 }
-#: The stream records the reaper is given: deletions by DynamoDB's TTL only.
-TTL_REMOVALS = {
-    "eventName": ["REMOVE"],
-    "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]},
-}
+#: What deletes items, on the table: the reaper's actions only.
+DELETES = {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
 
 
 def _statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
@@ -159,7 +156,17 @@ def test_reaper_consumes_ttl_removals_from_the_tables_stream(sam_template: dict[
     assert properties["BisectBatchOnFunctionError"] is True
     assert properties["MaximumRetryAttempts"] > 0
     (pattern,) = [f["Pattern"] for f in properties["FilterCriteria"]["Filters"]]
-    assert json.loads(pattern) == TTL_REMOVALS
+    assert json.loads(pattern) == REAPER_FILTER
+
+
+def test_the_reaper_filter_passes_ttl_removals_of_headers_and_reap_requests_only() -> None:
+    # TTL also removes the items the store retires (checkpoints, markers, tag items): those
+    # must not invoke the reaper, one invocation per item. The filter's key is the table's.
+    (sort_key,) = REAPER_FILTER["dynamodb"]["Keys"]
+    assert sort_key == TABLE.sort_key
+    assert REAPER_FILTER["dynamodb"]["Keys"][sort_key] == {"S": ["R", {"prefix": "X#"}]}
+    assert REAPER_FILTER["eventName"] == ["REMOVE"]
+    assert REAPER_FILTER["userIdentity"]["principalId"] == ["dynamodb.amazonaws.com"]
 
 
 @pytest.mark.parametrize(
@@ -184,6 +191,46 @@ def test_the_reaper_reads_the_stream_and_deletes_runs_only(sam_template: dict[st
         "dynamodb:BatchWriteItem",
     ]
     assert statements["Runs"]["Resource"] == {"Fn::GetAtt": ["RunsTable", "Arn"]}
+
+
+# -- the API: throttling and its share of concurrency ----------------------------------------------
+
+
+def test_the_api_stage_throttles_every_route(sam_template: dict[str, Any]) -> None:
+    stage = sam_template["Resources"]["HttpApiStage"]["Properties"]
+    assert stage["StageName"] == "$default"
+    assert Resolver(sam_template)(stage["DefaultRouteSettings"]) == {
+        "ThrottlingRateLimit": "50",
+        "ThrottlingBurstLimit": "100",
+    }
+    custom = Resolver(sam_template, ApiThrottleRateLimit="5", ApiThrottleBurstLimit="10")
+    assert custom(stage["DefaultRouteSettings"]) == {
+        "ThrottlingRateLimit": "5",
+        "ThrottlingBurstLimit": "10",
+    }
+    parameters = sam_template["Parameters"]
+    for name in ("ApiThrottleRateLimit", "ApiThrottleBurstLimit"):
+        assert parameters[name]["Type"] == "Number" and parameters[name]["MinValue"] == 1
+
+
+def test_the_api_has_a_reserved_concurrency_so_resumes_are_never_starved(
+    sam_template: dict[str, Any],
+) -> None:
+    api = sam_template["Resources"]["ApiFunction"]["Properties"]
+    # at the defaults: at most 100 API invocations at once, no fewer than the burst the stage
+    # lets through (so clients get the stage's 429 before Lambda throttles), and the resume
+    # function unreserved (it takes what the account has left)
+    defaults = Resolver(sam_template)
+    assert defaults(api)["ReservedConcurrentExecutions"] == "100"
+    assert int(defaults(api)["ReservedConcurrentExecutions"]) >= int(
+        defaults.parameters["ApiThrottleBurstLimit"]
+    )
+    resume = sam_template["Resources"]["ResumeFunction"]["Properties"]
+    assert "ReservedConcurrentExecutions" not in defaults(resume)
+    # and 0 means no reservation at all (Lambda's 0 would stop the function)
+    assert "ReservedConcurrentExecutions" not in Resolver(sam_template, ApiReservedConcurrency="0")(
+        api
+    )
 
 
 # -- the functions ---------------------------------------------------------------------------------
@@ -272,6 +319,26 @@ def test_no_wildcard_actions_or_resources(sam_template: dict[str, Any], role: st
             assert "*" not in action, f"{role}: {action}"
         for resource in _as_list(statement["Resource"]):
             assert "*" not in json.dumps(resource), f"{role}: {resource}"
+
+
+def test_only_the_reaper_may_delete(sam_template: dict[str, Any]) -> None:
+    template = Resolver(sam_template)(sam_template)
+    for role in ("ApiRole", "ResumeRole", "SweepRole"):
+        actions = {a for s in _statements(template, role) for a in _as_list(s["Action"])}
+        assert not actions & DELETES, f"{role} may delete: {actions & DELETES}"
+        assert not [a for a in actions if a.startswith("dynamodb:Delete")], role
+        assert "dynamodb:PartiQLDelete" not in actions
+    (runs,) = [s for s in _statements(template, "ReaperRole") if s["Sid"] == "Runs"]
+    assert DELETES <= set(runs["Action"])
+    for role in ("ApiRole", "ResumeRole"):
+        (runs,) = [s for s in _statements(template, role) if s["Sid"] == "Runs"]
+        assert runs["Action"] == [
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            "dynamodb:BatchGetItem",
+        ]
 
 
 def test_table_access_names_the_table_and_its_indexes(sam_template: dict[str, Any]) -> None:
