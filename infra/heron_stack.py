@@ -56,6 +56,7 @@ from constructs import Construct
 from heron.stores.dynamodb import REAPER_FILTER, TABLE, TableSpec
 
 __all__ = [
+    "CREDENTIAL_VARIABLES",
     "DLQ_RETENTION",
     "LAMBDA_DIR",
     "MAX_RECEIVE_COUNT",
@@ -69,6 +70,7 @@ __all__ = [
     "VISIBILITY_FACTOR",
     "HeronStack",
     "Settings",
+    "credential_variable",
 ]
 
 #: This repository's functions' code: the ``heron`` package (linked) and ``requirements.txt``.
@@ -106,6 +108,21 @@ RUNS_ACTIONS = (
 )
 #: The reaper's: a Query of a run's items, batch deletes, conditional deletes.
 REAPER_ACTIONS = ("dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
+#: The variable each store reads its credential from, by URL scheme (``StoreSecretArn``'s
+#: value goes there); any other scheme is Turso's (``libsql://``, ``https://``).
+CREDENTIAL_VARIABLES = {
+    "redis": "HERON_REDIS_PASSWORD",
+    "rediss": "HERON_REDIS_PASSWORD",
+    "kv+redis": "HERON_REDIS_PASSWORD",
+    "kv+rediss": "HERON_REDIS_PASSWORD",
+    "kv+upstash": "UPSTASH_REDIS_REST_TOKEN",
+}
+
+
+def credential_variable(store_url: str) -> str:
+    """The environment variable the store at ``store_url`` reads its credential from."""
+    scheme = store_url.split("://", 1)[0]
+    return CREDENTIAL_VARIABLES.get(scheme, "TURSO_AUTH_TOKEN")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -571,7 +588,7 @@ class HeronStack(Stack):
             "POWERTOOLS_METRICS_NAMESPACE": "Heron",
         }
         if s.StoreSecretArn:
-            environment["TURSO_AUTH_TOKEN"] = SecretValue.secrets_manager(
+            environment[credential_variable(s.StoreUrl)] = SecretValue.secrets_manager(
                 s.StoreSecretArn
             ).unsafe_unwrap()
         return environment

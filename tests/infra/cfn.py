@@ -81,6 +81,16 @@ class Resolver:
                 return str(left) == str(right)
             if key == "Fn::Not":
                 return not self(arg[0])
+            if key == "Fn::Or":
+                return any(self(part) for part in arg)
+            if key == "Fn::And":
+                return all(self(part) for part in arg)
+            if key == "Fn::Split":
+                separator, text = (self(part) for part in arg)
+                return str(text).split(str(separator))
+            if key == "Fn::Select":
+                index, items = (self(part) for part in arg)
+                return items[int(index)]
             if key == "Condition":
                 return self.condition(arg)
             if key == "Fn::If":

@@ -22,7 +22,7 @@ from infra.heron_stack import (  # noqa: E402
     TTL_REMOVALS,
     Settings,
 )
-from tests.infra.cfn import sam_functions  # noqa: E402
+from tests.infra.cfn import Resolver, sam_functions  # noqa: E402
 
 Synth = Callable[..., dict[str, Any]]
 FUNCTIONS = ("ApiFunction", "SweepFunction", "ResumeFunction", "ReaperFunction")
@@ -191,6 +191,28 @@ def test_another_store_means_no_table_and_no_table_access(synth: Synth) -> None:
             == f"{{{{resolve:secretsmanager:{secret}:SecretString:::}}}}"
         )
         assert not [a for a in _cdk_actions(other, name) if a.startswith("dynamodb:")]
+
+
+@pytest.mark.parametrize(
+    ("store_url", "variable"),
+    [
+        ("libsql://db-org.turso.io", "TURSO_AUTH_TOKEN"),
+        ("rediss://cache.example.com:6379", "HERON_REDIS_PASSWORD"),
+        ("kv+upstash://eu1-x.upstash.io", "UPSTASH_REDIS_REST_TOKEN"),
+    ],
+)
+def test_the_store_secret_goes_where_that_store_reads_its_credential(
+    synth: Synth, sam_template: dict[str, Any], store_url: str, variable: str
+) -> None:
+    secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:store-AbCdEf"
+    stack = synth(StoreUrl=store_url, StoreSecretArn=secret)
+    resolved = Resolver(sam_template, StoreUrl=store_url, StoreSecretArn=secret)(sam_template)
+    sam_variables = sam_functions(resolved)["ApiFunction"]["Environment"]["Variables"]
+    credentials = {"TURSO_AUTH_TOKEN", "HERON_REDIS_PASSWORD", "UPSTASH_REDIS_REST_TOKEN"}
+    for name in FUNCTIONS[:-1]:
+        variables = stack["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert credentials & set(variables) == {variable} == credentials & set(sam_variables)
+        assert variables[variable] == f"{{{{resolve:secretsmanager:{secret}:SecretString:::}}}}"
 
 
 def test_no_wildcard_actions_or_resources(default: dict[str, Any]) -> None:

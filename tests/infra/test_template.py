@@ -93,6 +93,34 @@ def test_the_store_url_names_the_table_without_auto_schema(sam_template: dict[st
     )
 
 
+CREDENTIALS = ("TURSO_AUTH_TOKEN", "HERON_REDIS_PASSWORD", "UPSTASH_REDIS_REST_TOKEN")
+SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:store-AbCdEf"
+
+
+@pytest.mark.parametrize(
+    ("store_url", "variable"),
+    [
+        ("libsql://db-org.turso.io", "TURSO_AUTH_TOKEN"),
+        ("https://db.example.com", "TURSO_AUTH_TOKEN"),
+        ("rediss://cache.example.com:6379", "HERON_REDIS_PASSWORD"),
+        ("redis://10.0.0.5:6379/0", "HERON_REDIS_PASSWORD"),
+        ("kv+rediss://cache.example.com:6379", "HERON_REDIS_PASSWORD"),
+        ("kv+upstash://eu1-x.upstash.io", "UPSTASH_REDIS_REST_TOKEN"),
+    ],
+)
+def test_the_store_secret_goes_where_that_store_reads_its_credential(
+    sam_template: dict[str, Any], store_url: str, variable: str
+) -> None:
+    env = sam_template["Globals"]["Function"]["Environment"]["Variables"]
+    resolved = Resolver(sam_template, StoreUrl=store_url, StoreSecretArn=SECRET)(env)
+    assert resolved[variable] == {
+        "Fn::Sub": "{{resolve:secretsmanager:${StoreSecretArn}:SecretString}}"
+    }
+    assert [name for name in CREDENTIALS if name in resolved] == [variable]
+    without = Resolver(sam_template, StoreUrl=store_url)(env)
+    assert not [name for name in CREDENTIALS if name in without]
+
+
 # -- the queue -------------------------------------------------------------------------------------
 
 
@@ -263,7 +291,7 @@ def test_the_code_folder_links_the_packages_and_lists_their_requirements() -> No
     extras = pyproject["project"]["optional-dependencies"]
     declared = {
         re.split(r"[<>=!~ \[]", requirement)[0].lower()
-        for extra in ("dynamodb", "api", "redis")
+        for extra in ("dynamodb", "api", "redis", "libsql", "upstash")
         for requirement in extras[extra]
     }
     lines = (code / "requirements.txt").read_text(encoding="utf-8").splitlines()
@@ -271,7 +299,7 @@ def test_the_code_folder_links_the_packages_and_lists_their_requirements() -> No
     required.discard("")
     required = {name for name in required if not name.startswith("#")}
     assert required <= declared, f"not in pyproject's extras: {required - declared}"
-    assert {"aioboto3", "mangum", "fastapi", "aws-lambda-powertools"} <= required
+    assert {"aioboto3", "mangum", "fastapi", "aws-lambda-powertools", "redis", "httpx"} <= required
 
 
 def test_sweep_runs_on_the_schedule_parameter(resolved: dict[str, Any]) -> None:
