@@ -10,21 +10,24 @@
     POST /runs/{run_id}/cancel           cancel a run       200 · 409 if it completed or failed
     POST /runs/{run_id}/retry            run a failed or cancelled run again  200 · 409
     DELETE /runs/{run_id}                delete a run and its history        204 · 404
-    GET  /healthz, /openapi.json, /docs  open to all
-    GET  /dashboard                      runs and timelines as HTML
+    GET  /healthz, /openapi.json, /docs  open to all (/docs: the reference, made from the OpenAPI
+                                         document, no external asset)
+    GET  /dashboard                      the operators' dashboard (heron.functions.dashboard):
+                                         token sign-in, runs, timelines, cancel / retry / signal
 
 Every error is JSON, ``{"error": "RunNotFound", "message": "run 'o-1' not found", "field":
 "run_id"}``, with a 4xx status for anything a client got wrong. Auth (see :class:`ApiSettings`):
 a bearer token (``HERON_API_TOKEN``), API Gateway's IAM authorizer (``HERON_API_AUTH=iam``), or
 nothing at all only when ``HERON_API_OPEN=1`` says so; with none configured every request is
-refused. Request bodies are capped at ``HERON_MAX_BODY`` bytes (1 MiB).
+refused. Request bodies are capped at ``HERON_MAX_BODY`` bytes (1 MiB). The dashboard signs a
+browser in with the same token and keeps a session cookie that only its own routes accept
+(docs/dashboard.md); the JSON routes read nothing but the bearer token and IAM.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
-import html
 import json
 import logging
 import math
@@ -39,7 +42,7 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -670,6 +673,8 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
         version="0.1.0",
         summary="Durable workflows as plain async Python: start, signal and inspect runs.",
         responses=_ERRORS,
+        docs_url=None,  # /docs is our own page (heron.functions.dashboard): no CDN
+        redoc_url=None,
     )
     app.router.route_class = _CheckedRoute
     app.state.runtime_source = runtime
@@ -836,85 +841,14 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
         await rt.delete(run_id)
         return Response(status_code=204)
 
-    @app.get("/dashboard", include_in_schema=False, dependencies=secured)
-    async def dashboard(
-        request: Request,
-        rt: Rt,
-        status: RunStatusName | None = None,
-        workflow: Annotated[str | None, Query(max_length=200)] = None,
-    ) -> HTMLResponse:
-        runs, _ = await rt.list_runs(RunQuery(status=status, workflow=workflow, limit=100))
-        return HTMLResponse(_dashboard_page(request.scope.get("root_path", ""), runs))
+    # The dashboard and /docs: pages from the package's templates (jinja2 is imported on the
+    # first page rendered; the worker functions never import any of it).
+    from heron.functions.dashboard import add_dashboard, add_docs
 
-    @app.get("/dashboard/runs/{run_id}", include_in_schema=False, dependencies=secured)
-    async def dashboard_run(request: Request, run_id: RunIdPath, rt: Rt) -> HTMLResponse:
-        info = await rt.get(run_id)
-        return HTMLResponse(_run_page(request.scope.get("root_path", ""), info))
+    add_dashboard(app)
+    add_docs(app)
 
     return app
-
-
-# -- the dashboard (server-rendered, no scripts) -----------------------------------------------
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}
-table{{border-collapse:collapse}} td,th{{padding:4px 10px;border-bottom:1px solid #ddd;
-text-align:left;vertical-align:top}} code{{font-size:12px}}
-.completed{{color:#1a7f37}} .failed{{color:#cf222e}} .waiting,.sleeping{{color:#9a6700}}
-</style></head><body>{body}</body></html>"""
-
-
-def _e(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return html.escape(text if len(text) <= 300 else text[:299] + "…")
-
-
-def _time(ts: float | None) -> str:
-    import datetime as dt
-
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _dashboard_page(root: str, runs: list[StoredSummary]) -> str:
-    rows = "".join(
-        f'<tr><td><a href="{_e(root)}/dashboard{_e(run_path("", r.id))}">{_e(r.id)}</a></td>'
-        f"<td>{_e(r.workflow)} v{_e(r.version)}</td>"
-        f'<td class="{_e(r.status)}">{_e(r.status)}</td>'
-        f"<td>{_time(r.created_at)}</td><td>{_time(r.wake_at)}</td>"
-        f"<td>{_e(', '.join(r.tags))}</td></tr>"
-        for r in runs
-    )
-    body = (
-        "<h1>Heron runs</h1>"
-        "<table><tr><th>run</th><th>workflow</th><th>status</th><th>created (UTC)</th>"
-        f"<th>wakes</th><th>tags</th></tr>{rows or '<tr><td colspan=6>no runs</td></tr>'}</table>"
-    )
-    return _PAGE.format(title="Heron runs", body=body)
-
-
-def _run_page(root: str, info: RunInfo) -> str:
-    steps = "".join(
-        f"<tr><td>{cp.seq}</td><td>{_e(cp.kind)}</td><td>{_e(cp.name)}</td><td>{cp.attempts}</td>"
-        f"<td>+{cp.at - info.created_at:.2f}s</td>"
-        f"<td><code>{_e(cp.error if cp.error is not None else cp.value)}</code></td></tr>"
-        for cp in info.steps
-    )
-    error = f"<p class=failed>{_e(info.error)}</p>" if info.error else ""
-    body = (
-        f'<p><a href="{_e(root)}/dashboard">all runs</a></p>'
-        f"<h1>{_e(info.id)}</h1><p>{_e(info.workflow)} v{_e(info.version)} · "
-        f'<span class="{_e(info.status)}">{_e(info.status)}</span> · created '
-        f"{_time(info.created_at)} UTC</p>{error}"
-        f"<p>input <code>{_e(info.input)}</code></p>"
-        f"<p>output <code>{_e(info.output)}</code></p>"
-        "<h2>timeline</h2><table><tr><th>seq</th><th>kind</th><th>name</th><th>tries</th>"
-        f"<th>at</th><th>value / error</th></tr>{steps}</table>"
-    )
-    return _PAGE.format(title=f"Heron run {html.escape(info.id)}", body=body)
 
 
 #: The app over the Lambda container's runtime (``HERON_APP``), configured from the environment.

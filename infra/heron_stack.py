@@ -358,18 +358,18 @@ class HeronStack(Stack):
         _logical_id(self.queue, "ResumeQueue")
 
         # -- the API token ----------------------------------------------------------------------
-        self.token_secret: secretsmanager.Secret | None = None
-        if s.ApiAuth == "TOKEN":
-            self.token_secret = secretsmanager.Secret(
-                self,
-                "ApiTokenSecret",
-                description=f"Bearer token for the Heron HTTP API of stack {self.stack_name}",
-                generate_secret_string=secretsmanager.SecretStringGenerator(
-                    password_length=48, exclude_punctuation=True
-                ),
-                removal_policy=RemovalPolicy.DESTROY,
-            )
-            _logical_id(self.token_secret, "ApiTokenSecret")
+        # TOKEN: the bearer token of the whole API. IAM: the token operators sign in to the
+        # dashboard with (browsers cannot sign requests with SigV4).
+        self.token_secret = secretsmanager.Secret(
+            self,
+            "ApiTokenSecret",
+            description=f"Bearer token for the Heron HTTP API of stack {self.stack_name}",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=48, exclude_punctuation=True
+            ),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        _logical_id(self.token_secret, "ApiTokenSecret")
 
         # -- functions --------------------------------------------------------------------------
         code = lambda_.Code.from_asset(
@@ -387,12 +387,11 @@ class HeronStack(Stack):
         environment = self._environment()
 
         api_env = dict(environment, HERON_API_AUTH=s.ApiAuth.lower())
-        if self.token_secret is not None:
-            # A dynamic reference, resolved by CloudFormation at deploy time (docs/deploy.md).
-            token = SecretValue.secrets_manager(
-                self.token_secret.secret_arn, version_id=s.ApiTokenVersion or None
-            )
-            api_env["HERON_API_TOKEN"] = token.unsafe_unwrap()
+        # A dynamic reference, resolved by CloudFormation at deploy time (docs/deploy.md).
+        token = SecretValue.secrets_manager(
+            self.token_secret.secret_arn, version_id=s.ApiTokenVersion or None
+        )
+        api_env["HERON_API_TOKEN"] = token.unsafe_unwrap()
 
         self.api_function = self._function(
             "ApiFunction",
@@ -477,6 +476,21 @@ class HeronStack(Stack):
             ),
             default_authorizer=apigw_auth.HttpIamAuthorizer() if s.ApiAuth == "IAM" else None,
         )
+        if s.ApiAuth == "IAM":
+            # The dashboard's pages go around the IAM authorizer: the app signs operators in
+            # with the token (docs/dashboard.md); these routes reach nothing but /dashboard.
+            dashboard = apigw_int.HttpLambdaIntegration(
+                "HttpApiDashboardIntegration",
+                self.api_function,
+                timeout=Duration.seconds(API_TIMEOUT),
+            )
+            for path in ("/dashboard", "/dashboard/{proxy+}"):
+                self.http_api.add_routes(
+                    path=path,
+                    methods=[apigw.HttpMethod.ANY],
+                    integration=dashboard,
+                    authorizer=apigw.HttpNoneAuthorizer(),
+                )
         # Throttling on every route of the $default stage: API Gateway answers 429 past the
         # rate and the burst, without invoking the function. Set on the stage HttpApi made (an
         # HttpStage of our own would replace it, and a stack update cannot create a second
@@ -526,8 +540,7 @@ class HeronStack(Stack):
 
         # -- outputs ----------------------------------------------------------------------------
         CfnOutput(self, "ApiUrl", value=self.http_api.api_endpoint)
-        if self.token_secret is not None:
-            CfnOutput(self, "ApiTokenSecretArn", value=self.token_secret.secret_arn)
+        CfnOutput(self, "ApiTokenSecretArn", value=self.token_secret.secret_arn)
         if self.table is not None:
             CfnOutput(self, "TableName", value=self.table.table_name)
             CfnOutput(

@@ -168,14 +168,33 @@ def test_token_auth_by_default(default: dict[str, Any]) -> None:
     assert "{{resolve:secretsmanager:" in json.dumps(variables["HERON_API_TOKEN"])
 
 
-def test_iam_auth(synth: Synth) -> None:
+def test_iam_auth_with_the_dashboard_behind_token_sign_in(
+    synth: Synth, sam_template: dict[str, Any]
+) -> None:
     iam = synth(ApiAuth="IAM")
     template = Template.from_json(iam)
-    template.has_resource_properties("AWS::ApiGatewayV2::Route", {"AuthorizationType": "AWS_IAM"})
-    template.resource_count_is("AWS::SecretsManager::Secret", 0)
+    routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]["AuthorizationType"]
+        for r in _of_type(iam, "AWS::ApiGatewayV2::Route").values()
+    }
+    assert routes == {
+        "$default": "AWS_IAM",
+        "ANY /dashboard": "NONE",
+        "ANY /dashboard/{proxy+}": "NONE",
+    }
+    template.resource_count_is("AWS::SecretsManager::Secret", 1)
     variables = iam["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["HERON_API_AUTH"] == "iam"
-    assert "HERON_API_TOKEN" not in variables
+    assert "{{resolve:secretsmanager:" in json.dumps(variables["HERON_API_TOKEN"])
+    # the same routes as the template's with ApiAuth=IAM
+    resolved = Resolver(sam_template, ApiAuth="IAM")
+    sam_routes = {
+        r["Properties"]["RouteKey"]: resolved(r["Properties"])["AuthorizationType"]
+        for r in sam_template["Resources"].values()
+        if r["Type"] == "AWS::ApiGatewayV2::Route"
+        and ("Condition" not in r or resolved.condition(r["Condition"]))
+    }
+    assert sam_routes == routes
 
 
 def test_another_store_means_no_table_and_no_table_access(synth: Synth) -> None:
@@ -470,5 +489,5 @@ def test_same_route_and_outputs(default: dict[str, Any], resolved: dict[str, Any
     for key in ("RouteKey", "AuthorizationType"):
         assert route["Properties"][key] == theirs[key]
     outputs = {name for name, output in resolved["Outputs"].items() if "Condition" not in output}
-    conditional = {"TableName", "StoreUrl", "ApiTokenSecretArn"}  # true at the defaults
+    conditional = {"TableName", "StoreUrl"}  # true at the defaults
     assert set(default["Outputs"]) == outputs | conditional

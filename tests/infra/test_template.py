@@ -321,12 +321,32 @@ def test_api_auth_token_by_default_iam_on_request(sam_template: dict[str, Any]) 
     assert token(api)["HERON_API_TOKEN"] == {
         "Fn::Sub": "{{resolve:secretsmanager:${ApiTokenSecret}:SecretString}}"
     }
-    assert token.condition(sam_template["Resources"]["ApiTokenSecret"]["Condition"])
+    assert "Condition" not in sam_template["Resources"]["ApiTokenSecret"]  # in both modes
     iam = Resolver(sam_template, ApiAuth="IAM")
     assert iam(route)["AuthorizationType"] == "AWS_IAM"
     assert iam(api)["HERON_API_AUTH"] == "iam"
-    assert "HERON_API_TOKEN" not in iam(api)
-    assert not iam.condition(sam_template["Resources"]["ApiTokenSecret"]["Condition"])
+    # the dashboard's token: operators sign in with it, browsers cannot sign with SigV4
+    assert iam(api)["HERON_API_TOKEN"] == token(api)["HERON_API_TOKEN"]
+
+
+def test_with_iam_only_the_dashboard_goes_around_the_authorizer(
+    sam_template: dict[str, Any],
+) -> None:
+    resources = sam_template["Resources"]
+    dashboard = {
+        name: r for name, r in resources.items() if r["Type"] == "AWS::ApiGatewayV2::Route"
+    }
+    iam, token = Resolver(sam_template, ApiAuth="IAM"), Resolver(sam_template)
+    for resolver, expected in (
+        (iam, {"$default": "AWS_IAM", "ANY /dashboard": "NONE", "ANY /dashboard/{proxy+}": "NONE"}),
+        (token, {"$default": "NONE"}),
+    ):
+        routes = {
+            r["Properties"]["RouteKey"]: resolver(r["Properties"])["AuthorizationType"]
+            for r in dashboard.values()
+            if "Condition" not in r or resolver.condition(r["Condition"])
+        }
+        assert routes == expected
 
 
 def test_a_token_version_pins_the_rotated_secret(sam_template: dict[str, Any]) -> None:
