@@ -50,6 +50,7 @@ from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from heron.functions._shapes import run_detail, run_summary
 from heron.runtime import (
     MAX_DEPTH,
     Conflict,
@@ -64,7 +65,7 @@ from heron.runtime import (
     check_run_id,
     check_signal_name,
 )
-from heron.stores.contract import Checkpoint, RunQuery, decode_cursor
+from heron.stores.contract import RunQuery, decode_cursor
 from heron.stores.contract import RunSummary as StoredSummary
 
 __all__ = ["ApiSettings", "app", "create_app"]
@@ -208,6 +209,9 @@ class Step(BaseModel):
     error: dict[str, Any] | None = None
     at: float
     attempts: int
+    order: int | None = Field(
+        default=None, description="Its place in the order outcomes were handed back."
+    )
 
 
 class BufferedSignal(BaseModel):
@@ -260,44 +264,12 @@ class Health(BaseModel):
 
 
 def _summary(run: StoredSummary | RunInfo) -> RunSummary:
-    return RunSummary(
-        id=run.id,
-        workflow=run.workflow,
-        version=run.version,
-        status=run.status,
-        parent_id=run.parent_id,
-        tags=list(run.tags),
-        created_at=run.created_at,
-        updated_at=run.updated_at,
-        wake_at=run.wake_at,
-    )
-
-
-def _step(cp: Checkpoint) -> Step:
-    return Step(
-        seq=cp.seq,
-        kind=cp.kind,
-        name=cp.name,
-        value=cp.value,
-        error=cp.error,
-        at=cp.at,
-        attempts=cp.attempts,
-    )
+    return RunSummary(**run_summary(run))
 
 
 def _detail(info: RunInfo) -> RunDetail:
-    return RunDetail(
-        **_summary(info).model_dump(),
-        input=info.input,
-        output=info.output,
-        error=info.error,
-        steps=[_step(cp) for cp in info.steps],
-        signals=[BufferedSignal(id=s.id, name=s.name, at=s.at) for s in info.signals],
-        children=list(info.children),
-        waiting_for=[
-            Waiting(seq=w.seq, kind=w.kind, name=w.name, until=w.until) for w in info.waiting_for
-        ],
-    )
+    """The answer to ``GET /runs/{id}``: the shape ``heron inspect --json`` prints too."""
+    return RunDetail.model_validate(run_detail(info))
 
 
 #: Nesting an answer may have (pydantic refuses to serialize deeper values).

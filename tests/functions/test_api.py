@@ -455,3 +455,23 @@ def test_a_body_not_sent_as_json_is_415_naming_the_header() -> None:
     event["headers"]["content-type"] = "text/plain"
     status, body = call(event)
     assert_error(status, body, 415, "Content-Type")
+
+
+def test_the_api_and_the_cli_answer_with_one_shape() -> None:
+    # GET /runs/{id} and heron inspect --json both come from heron.functions._shapes
+    from heron.functions._shapes import run_detail, run_summary
+    from heron.runtime import RunInfo
+
+    info = RunInfo("r", "w", "1", "pending", None, None, None, None, [], 0.0, 0.0, None)
+    assert set(asgi.RunDetail.model_fields) == set(run_detail(info))
+    assert set(asgi.RunSummary.model_fields) == set(run_summary(info))
+    assert set(asgi.Step.model_fields) == {
+        "seq",
+        "kind",
+        "name",
+        "value",
+        "error",
+        "at",
+        "attempts",
+        "order",
+    }
