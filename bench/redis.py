@@ -16,8 +16,7 @@ Sequential steps. One ``Runtime.resume`` runs a workflow of N trivial steps (the
 ``from heron import Runtime, Context``). Round trips are counted where they happen: Redis
 commands sent (one per command or pipeline, at redis-py's connection), HTTP requests served by
 the double (Upstash), driver calls (memory, file), store calls (SQLite, through
-``heron.testing.CountingStore``). If the engine fails (it is being rewritten), the figures are
-taken at the store level instead: ``create`` + N ``append`` + a ``save``, and the table says so.
+``heron.testing.CountingStore``).
 
 due(). ``due(now, 100)`` with 10 due runs and 10, then ``--idle``, idle runs (created without a
 ``wake_at``); median of 20 calls, and the round trips of one call.
@@ -47,7 +46,7 @@ if str(ROOT) not in sys.path:
 
 from heron import Context, Runtime  # noqa: E402
 from heron.runtime import NoopDispatcher  # noqa: E402
-from heron.stores import Checkpoint, Run, WorkflowStore, open_store  # noqa: E402
+from heron.stores import Run, WorkflowStore, open_store  # noqa: E402
 from heron.stores.kv import FileDriver, KVStore, MemoryDriver  # noqa: E402
 from heron.stores.sqlite import SqliteStore  # noqa: E402
 from tests.backends.kv import UpstashDouble  # noqa: E402
@@ -101,7 +100,7 @@ def make_runtime(store: WorkflowStore) -> Runtime:
     return rt
 
 
-async def steps_engine(target: Target, steps: int) -> tuple[float, float, str]:
+async def steps_engine(target: Target, steps: int) -> tuple[float, float]:
     """(seconds, round trips) of one resume running ``steps`` steps, through the engine."""
     store = target.open()
     rt = make_runtime(store)
@@ -117,31 +116,7 @@ async def steps_engine(target: Target, steps: int) -> tuple[float, float, str]:
         status = getattr(run, "status", None)
         if status != "completed":
             raise RuntimeError(f"the run ended {status!r}")
-        return elapsed, trips, "engine"
-    finally:
-        await store.close()
-
-
-async def steps_store(target: Target, steps: int) -> tuple[float, float, str]:
-    """The same at the store level: acquire, load, ``steps`` appends, save, release."""
-    store = target.open()
-    try:
-        run_id = f"bench-{uuid.uuid4().hex[:8]}"
-        await store.create(Run(id=run_id, workflow="bench-seq", input=steps, created_at=T0))
-        before = target.count()
-        started = time.perf_counter()
-        await store.acquire(run_id, "tok", 30)
-        loaded = await store.load(run_id)
-        assert loaded is not None
-        for i in range(steps):
-            value = {"i": i, "ok": True, "tag": "bench"}
-            await store.append(run_id, Checkpoint(seq=i, kind="step", name="tiny", value=value))
-        run = loaded.run
-        run.status, run.output = "completed", steps
-        await store.save(run)
-        await store.release(run_id, "tok")
-        elapsed = time.perf_counter() - started
-        return elapsed, target.count() - before, "store"
+        return elapsed, trips
     finally:
         await store.close()
 
@@ -239,18 +214,12 @@ async def main(quick: bool) -> None:
     print(f"# bench/redis.py: {steps}-step sequential workflow; due() among idle runs")
     print(f"# redis-server {server.url} (its own), Upstash protocol double on 127.0.0.1")
     print()
-    print("| store | measured through | steps/s | round trips per step |")
-    print("| --- | --- | ---: | ---: |")
+    print("| store | steps/s | round trips per step |")
+    print("| --- | ---: | ---: |")
     for target in targets:
-        runs = []
-        for _ in range(3):  # the median of three resumes
-            try:
-                runs.append(await steps_engine(target, steps))
-            except Exception as exc:  # the engine is being rewritten: measure the store alone
-                print(f"#   {target.name}: engine failed ({type(exc).__name__}: {exc})")
-                runs.append(await steps_store(target, steps))
-        elapsed, trips, how = sorted(runs)[1]
-        print(f"| {target.name} | {how} | {steps / elapsed:,.0f} | {trips / steps:.3f} |")
+        runs = [await steps_engine(target, steps) for _ in range(3)]  # the median of three
+        elapsed, trips = sorted(runs)[1]
+        print(f"| {target.name} | {steps / elapsed:,.0f} | {trips / steps:.3f} |")
     print()
     print("| store | idle runs | due(now, 100) median | round trips |")
     print("| --- | ---: | ---: | ---: |")
