@@ -568,7 +568,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 RuntimeSource = Runtime | Callable[[], Runtime] | None
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """The runtime the app was made with (the dependency; async, so FastAPI runs it on the
+    loop, not in a thread: there are none on an edge platform)."""
+    return runtime_of(request)
+
+
+def runtime_of(request: Request) -> Runtime:
     """The runtime the app was made with (the Lambda container's by default)."""
     source: RuntimeSource = request.app.state.runtime_source
     if isinstance(source, Runtime):
@@ -589,7 +595,7 @@ def get_runtime(request: Request) -> Runtime:
 _bearer = HTTPBearer(auto_error=False, description="HERON_API_TOKEN")
 
 
-def authorize(
+async def authorize(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
@@ -635,10 +641,17 @@ SignalNamePath = Annotated[
 SECURED = [Depends(authorize)]
 
 
-def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    runtime: RuntimeSource = None,
+    settings: ApiSettings | None = None,
+    *,
+    dashboard: bool = True,
+) -> FastAPI:
     """The API over ``runtime`` (a ``Runtime``, or a function returning one when first needed;
     by default the Lambda container's, from ``HERON_APP``) with ``settings`` (by default
-    :meth:`ApiSettings.from_env`)."""
+    :meth:`ApiSettings.from_env`). ``dashboard=False`` leaves out ``/dashboard`` and ``/docs``
+    (their templates need jinja2 and MarkupSafe, which Cloudflare's Python Workers can lack).
+    Creating the app opens nothing and draws nothing random."""
     config = settings or ApiSettings.from_env()
     app = FastAPI(
         title="Heron",
@@ -815,10 +828,11 @@ def create_app(runtime: RuntimeSource = None, settings: ApiSettings | None = Non
 
     # The dashboard and /docs: pages from the package's templates (jinja2 is imported on the
     # first page rendered; the worker functions never import any of it).
-    from heron.functions.dashboard import add_dashboard, add_docs
+    if dashboard:
+        from heron.functions.dashboard import add_dashboard, add_docs
 
-    add_dashboard(app)
-    add_docs(app)
+        add_dashboard(app)
+        add_docs(app)
 
     return app
 

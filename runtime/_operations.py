@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +187,8 @@ async def step(
             raise
         except Exception as exc:
             inv.work_done()
+            if _thread_refused(exc):  # Pyodide: every attempt would fail the same way
+                exc = _no_threads(inv.run_id, spec.name, seq, exc)
             if not policy.retryable(exc) or attempts >= policy.max_attempts:
                 return await _give_up(inv, seq, spec, ErrorRecord.of(exc), attempts, exc)
             delay = policy.delay(attempts)
@@ -220,9 +223,32 @@ async def step(
     return spec.decoder(encoded.value)
 
 
+def _thread_refused(exc: Exception) -> bool:
+    """Pyodide (Cloudflare Python Workers) has no threads: ``Thread.start()`` raises this."""
+    return (
+        sys.platform == "emscripten"
+        and isinstance(exc, RuntimeError)
+        and "can't start new thread" in str(exc)
+    )
+
+
+def _no_threads(run_id: str, name: str, seq: int, cause: Exception) -> FatalError:
+    error = FatalError(
+        f"step {name!r} (run {run_id!r}, seq {seq}) tried to start a thread ({cause}): this "
+        "Python (Pyodide, as on Cloudflare Python Workers) has no threads. Sync steps run "
+        "inline here, so a step may block, but nothing it calls may start a thread or a "
+        "thread pool; make the step async, or call a library that does not use threads"
+    )
+    error.__cause__ = cause
+    return error
+
+
 async def _attempt(
     spec: StepSpec, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    # On Pyodide asyncio.to_thread runs ``fn`` inline (the event loop's run_in_executor calls it
+    # at once), so a sync step blocks the loop for its duration, and its timeout cannot cut it
+    # short: the attempt is over before wait_for starts waiting.
     if spec.is_async:
         work = fn(*args, **kwargs)
     else:

@@ -59,6 +59,8 @@ _BACKENDS: dict[str, tuple[str, str, tuple[str, str] | None]] = {
     "http": ("heron.stores.libsql", "LibSQLStore", ("httpx", "libsql")),
     "https": ("heron.stores.libsql", "LibSQLStore", ("httpx", "libsql")),
     "file": ("heron.stores.libsql", "LibSQLStore", None),
+    # Cloudflare D1 through a Worker's binding (d1://BINDING): the same SQL as SQLite and libSQL
+    "d1": ("heron.stores.d1", "D1Store", None),
     # Redis (redis-py); kv+<driver>:// lands on "kv" unless its driver needs an SDK (below)
     "redis": ("heron.stores.redis", "RedisStore", ("redis", "redis")),
     "rediss": ("heron.stores.redis", "RedisStore", ("redis", "redis")),
@@ -97,6 +99,8 @@ def open_store(url: str, **options: Any) -> WorkflowStore:
         known = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
         raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; known schemes: {known}")
     module_name, class_name, needs = backend
+    if needs is not None and needs[0] == "httpx" and options.get("transport") is not None:
+        needs = None  # httpx is only the default transport (Pyodide passes a FetchTransport)
     if needs is not None and importlib.util.find_spec(needs[0]) is None:
         sdk, extra = needs
         raise MissingExtra(

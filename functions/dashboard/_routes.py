@@ -126,7 +126,9 @@ def _key(request: Request) -> SessionKey:
     settings = _settings(request)
     if settings.token and not settings.open:
         return SessionKey.for_token(settings.token)
-    key: SessionKey = request.app.state.dashboard_key
+    key: SessionKey | None = request.app.state.dashboard_key
+    if key is None:  # made on first use, not when the app is: no randomness at import time
+        key = request.app.state.dashboard_key = SessionKey.random()
     return key
 
 
@@ -407,9 +409,9 @@ def guarded(endpoint: Endpoint) -> Endpoint:
 
 def _runtime(request: Request) -> Runtime:
     # asgi imports this package while it builds the app: import it back only when serving.
-    from heron.functions.asgi import get_runtime
+    from heron.functions.asgi import runtime_of
 
-    return get_runtime(request)
+    return runtime_of(request)
 
 
 # -- the runs list -------------------------------------------------------------------------------
@@ -889,8 +891,9 @@ async def static(request: Request) -> Response:
 
 
 def add_dashboard(app: FastAPI) -> None:
-    """Add the dashboard's routes to ``app`` (they stay out of the OpenAPI document)."""
-    app.state.dashboard_key = SessionKey.random()
+    """Add the dashboard's routes to ``app`` (they stay out of the OpenAPI document). Nothing
+    random is drawn here (an edge platform snapshots the module state of import time)."""
+    app.state.dashboard_key = None
     for path, endpoint, methods in [
         ("/dashboard", runs_page, ["GET"]),
         ("/dashboard/runs/{run_id}", run_page, ["GET"]),
