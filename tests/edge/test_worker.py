@@ -6,6 +6,8 @@ Pyodide is loaded once per configuration and kept for the module (``conftest.mad
 
 ``d1``      HERON_STORE=d1://DB, the D1 binding a DOUBLE (SQLite inside the same Pyodide)
 ``turso``   HERON_STORE=http://127.0.0.1:PORT: the real sqld over Hrana, through Pyodide's fetch
+``upstash`` HERON_STORE=kv+upstash://127.0.0.1:PORT: the Upstash REST protocol DOUBLE (forwarding
+            to a real redis-server), through Pyodide's fetch
 ``noqueue`` HERON_STORE=d1://DB (a DOUBLE) and no queue: runs resume after the response
 ``broken``  HERON_STORE=d1://DB and HERON_QUEUE=RESUME without either binding
 """
@@ -101,6 +103,27 @@ async def test_the_order_workflow_completes_on_pyodide_with_turso_over_fetch(
         "import app; s = app.rt.store; f'{type(s).__name__} {type(s._client._transport).__name__}'"
     )
     assert transport == "LibSQLStore FetchTransport"
+
+
+async def test_the_order_workflow_completes_on_pyodide_with_upstash_over_fetch(
+    edge: Edge, upstash_double: Any
+) -> None:
+    import uuid
+
+    # given: the KV store's Upstash driver, through Pyodide's fetch, to the REST protocol DOUBLE
+    # (tests/backends/kv.py), which forwards every command to a real redis-server; the token is
+    # the Worker's secret, not part of the URL
+    prefix = f"edge-{uuid.uuid4().hex[:8]}"
+    url = f"kv+upstash://127.0.0.1:{upstash_double.port}?tls=0&prefix={prefix}"
+    store_vars = {"HERON_STORE": url, "UPSTASH_REDIS_REST_TOKEN": upstash_double.token}
+    made(edge, "upstash", vars={**BASE_VARS, **store_vars}, **QUEUES)
+    worker = PyodideWorker(edge, "upstash")
+
+    run = await scenario.run_order(worker, run_id="u-1")
+
+    scenario.check_output(run, run_id="u-1")
+    driver = worker.python("import app; type(app.rt.store.driver).__name__")
+    assert driver == "UpstashDriver"
 
 
 @pytest.mark.parametrize("store", ["memory", "d1"])
