@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from heron.stores.contract import WorkflowStore
+from tests.needs import unavailable
 from tests.stores import ATOMIC_LEASE, URL, Backend, StoreKind
 
 
@@ -127,6 +128,12 @@ def redis_url() -> Iterator[str]:
     if external:
         yield external
         return
+    if shutil.which("redis-server") is None:
+        unavailable(
+            "redis-server is not installed (apt-get install redis-server; .ci/run does it), "
+            "or set REDIS_URL to a server the tests may use",
+            "Redis tests",
+        )
     server = RedisServer()
     server.start()
     try:

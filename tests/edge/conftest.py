@@ -31,9 +31,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import pytest
+
+from tests.needs import unavailable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -45,11 +47,9 @@ NPM_INSTALL = "npm ci --ignore-scripts --prefix tests/servers"
 FETCH_WHEELS = "tests/edge/fetch-wheels.sh"
 
 
-def missing(message: str) -> None:
+def missing(message: str) -> NoReturn:
     """Skip loudly, or fail in CI."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{message}; in CI every Workers test must run", pytrace=False)
-    pytest.skip(f"SKIPPED LOUDLY: {message}")
+    unavailable(message, "Workers tests")
 
 
 def node_binary() -> str:
