@@ -51,13 +51,16 @@ class Config:
 def configure(rt: Runtime, config: Config, *, strict: bool = False) -> Runtime:
     """Give ``rt`` the store and dispatcher ``config`` names; returns ``rt``.
 
-    A runtime that pinned its own store keeps it: with ``strict`` (the CLI: ``--store`` must
-    never be silently ignored) a different ``config.store`` raises :class:`StorePinned`;
+    A runtime that pinned its own store keeps it: a ``config.store`` naming that same store
+    (``sqlite:///shop.db`` for an app that opened it) is fine; with ``strict`` (the CLI:
+    ``--store`` must never be silently ignored) a different one raises :class:`StorePinned`;
     otherwise it is logged. The queue replaces the runtime's default in-process dispatcher only
     (one the app chose stays). Raises ``ValueError`` / ``MissingExtra`` for a bad store URL.
     """
     if config.store is not None:
-        if rt.store_pinned:
+        if rt.store_pinned and _names(config.store, rt.store):
+            pass
+        elif rt.store_pinned:
             message = (
                 f"the app's runtime pins its own store ({rt.store!r}), so the store URL "
                 f"{_masked(config.store)} is not used: drop it, or drop the store from the app"
@@ -76,6 +79,17 @@ def configure(rt: Runtime, config: Config, *, strict: bool = False) -> Runtime:
     return rt
 
 
+def _names(url: str, store: object) -> bool:
+    """Whether ``url`` opens the same store as ``store`` (stores are made lazily: opening one
+    to compare connects to nothing). Two memory stores are never the same."""
+    from heron.stores import open_store
+
+    try:
+        return repr(open_store(url)) == repr(store)
+    except Exception:  # a bad URL or a missing extra: not that store, and said so
+        return False
+
+
 def _masked(url: str) -> str:
     """``url`` with any password or token replaced by ``***``."""
     from urllib.parse import urlsplit, urlunsplit
@@ -85,10 +99,15 @@ def _masked(url: str) -> str:
     except ValueError:
         return "<a store URL>"
     netloc = parts.netloc
+    secret_keys = ("authtoken", "token", "password")
+    if not parts.password and not any(
+        pair.partition("=")[0].lower() in secret_keys for pair in parts.query.split("&")
+    ):
+        return url  # nothing to hide (and urlunsplit would turn sqlite:///x into sqlite:/x)
     if parts.password:
         netloc = netloc.replace(f":{parts.password}@", ":***@")
     query = "&".join(
-        f"{k}=***" if k.lower() in ("authtoken", "token", "password") else f"{k}={v}"
+        f"{k}=***" if k.lower() in secret_keys else f"{k}={v}"
         for k, _, v in (pair.partition("=") for pair in parts.query.split("&") if pair)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

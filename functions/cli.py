@@ -401,15 +401,16 @@ def delete(
 ) -> None:
     """Delete a run, its history and its buffered signals, for good (its children stay)."""
 
-    async def exists(rt: Runtime) -> bool:
-        return await rt.store.load(run_id) is not None
-
-    if not _run(ctx, exists):
-        _fail(f"run {run_id!r} not found")
-    if not yes and not typer.confirm(f"delete run {clean(run_id)} and its history?"):
-        _fail("not deleted")
-
-    async def body(rt: Runtime) -> None:
+    async def body(rt: Runtime) -> None:  # one _run: it closes the app's store when done
+        if await rt.store.load(run_id) is None:
+            _fail(f"run {run_id!r} not found")
+        if not yes:
+            try:
+                sure = typer.confirm(f"delete run {clean(run_id)} and its history?")
+            except typer.Abort:  # no terminal and nothing on stdin
+                _fail("not deleted: no answer (pass --yes to delete without asking)")
+            if not sure:
+                _fail("not deleted")
         await rt.delete(run_id)
 
     _run(ctx, body)
@@ -766,8 +767,12 @@ def _run(
     try:
         return asyncio.run(go())
     except _USAGE_ERRORS as exc:
+        if settings.debug:
+            raise
         _fail(str(exc))
     except (HeronError, TimeoutError) as exc:  # a store error, a failed run, a stuck demo
+        if settings.debug:
+            raise
         _fail(str(exc) or type(exc).__name__, code=EXIT_FAILURE)
 
 

@@ -361,7 +361,10 @@ class Runtime:
     ) -> str:
         """Send signal ``name`` to a run; buffered until the run waits for it. Returns its id.
 
-        ``signal_id`` deduplicates (sending it again does nothing). Raises ``RunNotFound``,
+        ``signal_id`` deduplicates (sending it again does nothing). A run that has ended keeps
+        the signal without waking (a retry of it can consume it); the HTTP API and the CLI
+        refuse one instead (409 ``RunEnded``), since a caller there means a live run. Raises
+        ``RunNotFound``,
         ``ValueError`` for a name in the engine's reserved namespace (``heron:``) or a bad id,
         ``SerializationError`` / ``PayloadTooLarge`` for a payload that cannot be stored, and
         ``TooManySignals`` when the run already holds ``max_pending_signals`` unconsumed ones.

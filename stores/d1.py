@@ -76,6 +76,7 @@ from heron.stores._sql import (
     classify,
     migration,
 )
+from heron.stores._url import parse_bool
 from heron.stores.contract import StoreError
 
 __all__ = ["D1Connection", "D1Store", "schema_sql"]
@@ -89,15 +90,6 @@ _EXCERPT: Final = 120
 
 def _on_pyodide() -> bool:
     return sys.platform == "emscripten"
-
-
-def _parse_bool(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"d1 store URL option {name}={text!r} is not a boolean")
 
 
 def _argument(value: Any) -> Any:
@@ -316,7 +308,7 @@ class D1Store(SqlStore):
         params: dict[str, Any] = {}
         for key, value in parse_qsl(query, keep_blank_values=True):
             if key == "auto_schema":
-                params[key] = _parse_bool(key, value)
+                params[key] = parse_bool("d1", key, value)
             else:
                 raise ValueError(f"unknown d1 URL option {key!r} in {url!r}; known: auto_schema")
         params.update(options)

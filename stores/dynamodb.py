@@ -198,6 +198,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from heron.stores._url import parse_bool
 from heron.stores.contract import (
     MAX_PENDING_SIGNALS,
     TERMINAL_STATUSES,
@@ -641,15 +642,6 @@ class _Cancelled(Exception):
         return index < len(self.codes) and self.codes[index] == "ConditionalCheckFailed"
 
 
-def _parse_bool(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"dynamodb store URL option {name}={text!r} is not a boolean")
-
-
 def _parse_number(name: str, text: str, kind: Callable[[str], Any]) -> Any:
     try:
         return kind(text)
@@ -662,7 +654,7 @@ _URL_OPTIONS: Final[dict[str, Callable[[str, str], Any]]] = {
     "endpoint_url": lambda name, text: text,
     "payload_bucket": lambda name, text: text,
     "payload_prefix": lambda name, text: text,
-    "auto_schema": _parse_bool,
+    "auto_schema": lambda name, text: parse_bool("dynamodb", name, text),
     "shards": lambda name, text: _parse_number(name, text, int),
     "retention_days": lambda name, text: _parse_number(name, text, float),
     "offload_threshold": lambda name, text: _parse_number(name, text, int),

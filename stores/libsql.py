@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 from heron.stores._hrana import HranaClient, LibSQLAuthError, mask_token
 from heron.stores._http import HttpTransport, HttpxTransport
 from heron.stores._sql import Database, SqlStore
+from heron.stores._url import parse_bool
 
 if TYPE_CHECKING:
     from heron.stores.sqlite import SqliteConnection
@@ -45,15 +46,6 @@ __all__ = ["LibSQLAuthError", "LibSQLStore"]
 
 _SCHEMES: Final = ("libsql", "http", "https", "file")
 _OPTIONS: Final = ("authToken", "tls", "auto_schema", "timeout", "busy_timeout")
-
-
-def _parse_bool(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"libSQL store URL option {name}={text!r} is not a boolean")
 
 
 def _seconds(name: str, text: str) -> float:
@@ -154,7 +146,7 @@ class LibSQLStore(SqlStore):
             if name == "authToken":
                 params["auth_token"] = value
             elif name in ("tls", "auto_schema"):
-                params[name] = _parse_bool(name, value)
+                params[name] = parse_bool("libSQL", name, value)
             elif name in ("timeout", "busy_timeout"):
                 params[name] = _seconds(name, value)
             else:

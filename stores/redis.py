@@ -68,6 +68,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from heron.stores._url import parse_bool
 from heron.stores.contract import (
     MAX_PENDING_SIGNALS,
     TERMINAL_STATUSES,
@@ -467,15 +468,6 @@ _SCRIPTS: Final = {
 }
 
 
-def _parse_bool(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"redis store URL option {name}={text!r} is not a boolean")
-
-
 class RedisStore(WorkflowStore):
     """Runs in Redis (or Valkey, ElastiCache, Upstash's Redis protocol), one round trip a call.
 
@@ -546,7 +538,7 @@ class RedisStore(WorkflowStore):
                         f"redis store URL option {name}={value!r} is not a number"
                     ) from None
             elif name == "auto_schema":  # accepted for symmetry; Redis has no schema
-                _parse_bool(name, value)
+                parse_bool("redis", name, value)
             else:
                 rest.append((name, value))
         clean = urlunsplit(parts._replace(query=urlencode(rest)))

@@ -58,6 +58,7 @@ from heron.stores._sql import (
     Statement,
     classify,
 )
+from heron.stores._url import parse_bool
 from heron.stores.contract import Checkpoint, Conflict, StoreError
 
 __all__ = ["SqliteConnection", "SqliteStore"]
@@ -76,15 +77,6 @@ def _is_busy(exc: sqlite3.Error) -> bool:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     message = str(exc).lower()
     return "locked" in message or "busy" in message
-
-
-def _parse_bool(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"sqlite store URL option {name}={text!r} is not a boolean")
 
 
 def _rows(cursor: sqlite3.Cursor) -> Result:
@@ -332,7 +324,7 @@ class SqliteStore(SqlStore):
             if name == "synchronous":
                 params[name] = value
             elif name == "auto_schema":
-                params[name] = _parse_bool(name, value)
+                params[name] = parse_bool("sqlite", name, value)
             elif name == "busy_timeout":
                 try:
                     params[name] = float(value)

@@ -129,8 +129,14 @@ def relative(ts: float | None, now: float) -> str:
         return "just now"
     if abs(delta) < 60:
         return f"in {abs(delta):.0f} s" if delta > 0 else f"{abs(delta):.0f} s ago"
-    text = duration(delta).split(" ")
-    short = " ".join(text[:2])  # the largest unit is enough at a glance
+    # the largest unit, rounded, is enough at a glance (a sleep of 7 days just started: "in 7 d")
+    seconds = abs(delta)
+    if seconds < 3600:
+        short = f"{round(seconds / 60)} min"
+    elif seconds < 48 * 3600:
+        short = f"{round(seconds / 3600)} h"
+    else:
+        short = f"{round(seconds / 86400)} d"
     return f"in {short}" if delta > 0 else f"{short} ago"
 
 

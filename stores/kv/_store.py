@@ -76,6 +76,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from heron.stores._url import parse_bool
 from heron.stores.contract import (
     MAX_PENDING_SIGNALS,
     TERMINAL_STATUSES,
@@ -290,7 +291,7 @@ class KVStore(WorkflowStore):
                     raise ValueError(
                         f"kv+file URL {url!r}: use kv+file:///relative/dir or kv+file:////abs/dir"
                     )
-                fsync = query.pop("fsync", "0").lower() in ("1", "true", "yes", "on")
+                fsync = parse_bool("kv+file", "fsync", query.pop("fsync", "0"))
                 if query:
                     raise ValueError(f"unknown kv+file URL option(s) {sorted(query)}")
                 driver = FileDriver(path, fsync=fsync, **options)

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from heron.stores._http import HttpTransport, HttpxTransport, TransportError
+from heron.stores._url import parse_bool
 from heron.stores.contract import StoreError
 from heron.stores.kv._remote import RedisLikeDriver, Script
 
@@ -72,7 +73,7 @@ class UpstashDriver(RedisLikeDriver):
         if token is None and parts.password:
             token = unquote(parts.password)
         token = token or os.environ.get("UPSTASH_REDIS_REST_TOKEN", "")
-        tls = query.pop("tls", "1").lower() not in ("0", "false", "no", "off")
+        tls = parse_bool("kv+upstash", "tls", query.pop("tls", "1"))
         host = parts.hostname or ""
         if host:
             port = f":{parts.port}" if parts.port else ""

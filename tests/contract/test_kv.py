@@ -483,3 +483,11 @@ async def test_a_file_run_id_with_any_characters_round_trips(tmp_path: Path) -> 
 
 def _unused(_: Run) -> None:  # keeps the Run import for type checkers
     return None
+
+
+@pytest.mark.parametrize(
+    "url", ["kv+file:///tmp/heron-kv?fsync=maybe", "kv+upstash://127.0.0.1:1?tls=nope&token=t"]
+)
+def test_a_boolean_option_that_is_not_one_is_named(url: str) -> None:
+    with pytest.raises(ValueError, match=r"URL option (fsync='maybe'|tls='nope') is not a boolean"):
+        open_store(url)

@@ -76,7 +76,7 @@ APP_SOURCE = textwrap.dedent(
 #: Modules that hold a ``Runtime`` at module level. Each ``heron`` command runs in a process of
 #: its own and closes the runtime's store when it ends; in one test process, every invocation
 #: imports them afresh instead.
-APP_MODULES = (APP_MODULE, "heron.functions.demo", "nested_app")
+APP_MODULES = (APP_MODULE, "heron.functions.demo", "nested_app", "pinned_app")
 
 
 def forget_apps() -> None:
@@ -504,6 +504,15 @@ PINNED_APP = textwrap.dedent(
 )
 
 
+GREET_ON_PINNED = textwrap.dedent(
+    """
+    @rt.workflow("hello")
+    async def hello(ctx, name):
+        return f"hello {name}"
+    """
+)
+
+
 def test_a_store_url_never_silently_loses_to_the_apps_own(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -526,3 +535,45 @@ def test_a_store_url_never_silently_loses_to_the_apps_own(
         # then it fails saying so, instead of reading the app's store
         assert "pins its own store" in usage_error(*args)
     assert not (workspace / "other.db").exists()
+
+
+def test_the_apps_own_store_may_be_named_and_every_command_works_on_it(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an app that pins its own store, and the environment naming that same store
+    (workspace / "pinned_app.py").write_text(PINNED_APP + GREET_ON_PINNED)
+    monkeypatch.setenv("HERON_APP", "pinned_app:rt")
+    monkeypatch.setenv("HERON_STORE", "sqlite:///pinned.db")
+
+    # then the commands run on it, delete too (it reads, asks, then deletes, in one go)
+    assert "started run p-1" in ok("start", "hello", '"ada"', "--run-id", "p-1")
+    assert "p-1" in ok("ls")
+    assert "deleted run p-1" in ok("delete", "p-1", "--yes")
+    assert "no runs" in ok("ls")
+
+
+def test_delete_without_an_answer_deletes_nothing() -> None:
+    ok("start", "greet", '"ada"', "--run-id", "r-9")
+
+    refused = heron("delete", "r-9", input="")
+
+    assert refused.exit_code == 2 and "pass --yes" in refused.stderr
+    assert "r-9" in ok("ls")
+
+
+def test_a_store_url_with_nothing_secret_is_shown_as_given() -> None:
+    from heron.functions._config import _masked
+
+    assert _masked("sqlite:///shop.db") == "sqlite:///shop.db"
+    assert _masked("redis://:hunter2@h:6379/0?token=t") == "redis://:***@h:6379/0?token=***"
+
+
+def test_debug_shows_the_traceback_of_an_error() -> None:
+    plain = heron("start", "nope", "1")
+    assert plain.exit_code == 2 and "no workflow named 'nope'" in plain.stderr
+    assert "Traceback" not in plain.output
+
+    debugged = heron("--debug", "start", "nope", "1")
+
+    # CliRunner catches what main would let Python print as a traceback
+    assert debugged.exit_code == 1 and "no workflow named 'nope'" in str(debugged.exception)

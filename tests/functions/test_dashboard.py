@@ -1065,3 +1065,21 @@ async def test_without_jinja2_the_api_still_answers_and_the_dashboard_says_why(
     finally:
         monkeypatch.undo()
         _render._environment.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("delta", "shown"),
+    [
+        (0.4, "just now"),
+        (42, "in 42 s"),
+        (-42, "42 s ago"),
+        (220, "in 4 min"),
+        (5 * 3600 + 40 * 60, "in 6 h"),
+        (7 * 86400 - 30, "in 7 d"),  # a seven-day sleep that began half a minute ago
+        (-(2 * 86400 + 3 * 3600), "2 d ago"),
+    ],
+)
+def test_relative_times_round_to_their_largest_unit(delta: float, shown: str) -> None:
+    from heron.functions.dashboard._format import relative
+
+    assert relative(1_000_000.0 + delta, 1_000_000.0) == shown
