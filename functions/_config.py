@@ -58,9 +58,11 @@ def configure(rt: Runtime, config: Config, *, strict: bool = False) -> Runtime:
     (one the app chose stays). Raises ``ValueError`` / ``MissingExtra`` for a bad store URL.
     """
     if config.store is not None:
-        if rt.store_pinned and _names(config.store, rt.store):
-            pass
-        elif rt.store_pinned:
+        if not rt.store_pinned:
+            from heron.stores import open_store
+
+            rt.store = open_store(config.store)
+        elif not _opens_same_store(config.store, rt.store):
             message = (
                 f"the app's runtime pins its own store ({rt.store!r}), so the store URL "
                 f"{_masked(config.store)} is not used: drop it, or drop the store from the app"
@@ -68,10 +70,6 @@ def configure(rt: Runtime, config: Config, *, strict: bool = False) -> Runtime:
             if strict:
                 raise StorePinned(message)
             log.warning(message)
-        else:
-            from heron.stores import open_store
-
-            rt.store = open_store(config.store)
     if config.queue_url and isinstance(rt.dispatcher, InProcessDispatcher):
         from heron.functions._sqs import SQSDispatcher
 
@@ -79,7 +77,7 @@ def configure(rt: Runtime, config: Config, *, strict: bool = False) -> Runtime:
     return rt
 
 
-def _names(url: str, store: object) -> bool:
+def _opens_same_store(url: str, store: object) -> bool:
     """Whether ``url`` opens the same store as ``store`` (stores are made lazily: opening one
     to compare connects to nothing). Two memory stores are never the same."""
     from heron.stores import open_store
