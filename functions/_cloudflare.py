@@ -24,11 +24,12 @@ reads no environment):
 ``HERON_QUEUE``       the binding name of the resume queue's producer (Cloudflare Queues); without
                      it, runs resume inside the request that made them due, after the response
 ``HERON_API_TOKEN``   (secret) the bearer token of the HTTP API; without it the API refuses all
-``HERON_API_OPEN``    ``1``: no auth at all (local development only)
+``HERON_API_OPEN``    ``1``: no auth at all (``wrangler dev`` only; ignored when a token is set)
 ``HERON_MAX_BODY``    request body cap in bytes (1 MiB)
-``HERON_SWEEP_PAGE``  runs per ``due`` page of the sweep (100)
-``HERON_TIME_BUDGET`` seconds a queue or cron invocation starts new steps for (30; then the run
-                     suspends and continues in the next invocation)
+``HERON_SWEEP_PAGE``  runs per ``due`` page of the sweep (100; at most 1,000)
+``HERON_TIME_BUDGET`` seconds a queue or cron invocation, or a request's resumes without a
+                     queue, start new steps for (30, at most 900; then the run suspends and
+                     continues in the next invocation)
 ``HERON_LOG_LEVEL``   the ``heron`` loggers' level (``INFO``)
 ``HERON_APP``         ``module:attribute`` of the app's ``Runtime``, when ``entrypoint()`` gets none
 ``TURSO_AUTH_TOKEN``  (secret) the libSQL token for a ``libsql://`` / ``https://`` store
@@ -46,13 +47,13 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from heron.functions._app import load_runtime
-from heron.functions._config import _masked
 from heron.runtime import HeronError, InProcessDispatcher, RunNotFound, Runtime
+from heron.stores._url import masked
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -80,7 +81,13 @@ QUEUES_MAX_DELAY = 12 * 3600
 QUEUES_MAX_MESSAGES = 100
 
 DEFAULT_SWEEP_PAGE = 100
+#: A sweep page of more runs than this is refused: every run of a page is one message (a cron
+#: invocation sends ten sendBatch calls for it), and D1 takes no integer above 2**53 anyway.
+MAX_SWEEP_PAGE = 1000
 DEFAULT_TIME_BUDGET = 30.0
+#: A queue consumer invocation has 15 minutes of wall time (Queues limits, above); a budget
+#: beyond it would only be cut short by the platform.
+MAX_TIME_BUDGET = 900.0
 #: Store URL schemes a Worker can reach (no sockets, no disk: a binding or fetch).
 _EDGE_SCHEMES = ("d1", "libsql", "https", "http", "kv+upstash", "memory")
 _API_KEYS = ("HERON_API_TOKEN", "HERON_API_AUTH", "HERON_API_OPEN", "HERON_MAX_BODY")
@@ -110,7 +117,13 @@ def _read(env: Any, name: str) -> Any:
 
 
 def _text(env: Any, name: str) -> str | None:
+    """A var or secret as text. wrangler.toml's ``[vars]`` may hold TOML numbers and booleans,
+    which reach Python as ``int``/``float``/``bool``: read as their text (``true`` as ``1``)."""
     value = _read(env, name)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return str(value)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -121,7 +134,7 @@ def _text(env: Any, name: str) -> str | None:
     return value
 
 
-def _number(env: Any, name: str, default: float, *, integer: bool = False) -> float:
+def _number(env: Any, name: str, default: float, *, most: float, integer: bool = False) -> float:
     text = _text(env, name)
     if text is None:
         return default
@@ -129,8 +142,8 @@ def _number(env: Any, name: str, default: float, *, integer: bool = False) -> fl
         value = int(text) if integer else float(text)
     except ValueError:
         raise WorkerConfigError(f"{name} must be a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise WorkerConfigError(f"{name} must be a positive number, got {text!r}")
+    if not (math.isfinite(value) and 0 < value <= most):
+        raise WorkerConfigError(f"{name} must be above 0 and at most {most:g}, got {text!r}")
     return value
 
 
@@ -168,8 +181,14 @@ class WorkerConfig:
             store=_text(env, "HERON_STORE"),
             queue=queue,
             app=_text(env, "HERON_APP"),
-            sweep_page=int(_number(env, "HERON_SWEEP_PAGE", DEFAULT_SWEEP_PAGE, integer=True)),
-            time_budget=_number(env, "HERON_TIME_BUDGET", DEFAULT_TIME_BUDGET),
+            sweep_page=int(
+                _number(
+                    env, "HERON_SWEEP_PAGE", DEFAULT_SWEEP_PAGE, most=MAX_SWEEP_PAGE, integer=True
+                )
+            ),
+            time_budget=_number(
+                env, "HERON_TIME_BUDGET", DEFAULT_TIME_BUDGET, most=MAX_TIME_BUDGET
+            ),
             log_level=level,
             api_env=api_env,
             turso_token=_text(env, "TURSO_AUTH_TOKEN"),
@@ -333,7 +352,7 @@ class HeronWorker:
                 log.warning(
                     "the app's runtime pins its own store (%r), so HERON_STORE %s is not used",
                     rt.store,
-                    _masked(config.store),
+                    masked(config.store),
                 )
             else:
                 rt.store = self._open_store(config, env)
@@ -352,9 +371,14 @@ class HeronWorker:
                     "HERON_QUEUE",
                     f'[[queues.producers]] binding = "{config.queue}" queue = "heron-resume"',
                 )
+                if not callable(getattr(queue, "sendBatch", None)):
+                    raise WorkerConfigError(
+                        f"HERON_QUEUE names the binding {config.queue!r}, which is not a queue "
+                        "producer (it has no sendBatch): name the [[queues.producers]] binding"
+                    )
                 rt.dispatcher = QueueDispatcher(queue, name=config.queue)
             else:
-                rt.dispatcher = InvocationDispatcher(rt.resume)
+                rt.dispatcher = InvocationDispatcher(_within(rt, config.time_budget))
         log.info(
             "configured",
             extra={"status": f"store={rt.store!r} dispatcher={rt.dispatcher!r}"},
@@ -369,7 +393,7 @@ class HeronWorker:
         scheme = url.partition("://")[0].lower()
         if scheme not in _EDGE_SCHEMES:
             raise WorkerConfigError(
-                f"HERON_STORE {_masked(url)}: a {scheme}:// store cannot run in a Worker (no "
+                f"HERON_STORE {masked(url)}: a {scheme}:// store cannot run in a Worker (no "
                 "sockets, no disk); use d1://BINDING, libsql://HOST, https://HOST or "
                 "kv+upstash://HOST"
             )
@@ -393,7 +417,7 @@ class HeronWorker:
         try:
             return open_store(url, **options)
         except (ValueError, ImportError) as exc:
-            raise WorkerConfigError(f"HERON_STORE {_masked(url)}: {exc}") from exc
+            raise WorkerConfigError(f"HERON_STORE {masked(url)}: {exc}") from exc
 
     def asgi(self, env: Any) -> FastAPI:
         """The HTTP API (``heron.functions.asgi.create_app``) over this Worker's runtime, with
@@ -428,8 +452,12 @@ class HeronWorker:
         rt = self.setup(env)
         config = self._isolate.config if self._isolate is not None else WorkerConfig()
         deadline = rt.clock.now() + config.time_budget
-        dispatched = await rt.sweep(config.sweep_page, deadline=deadline)
-        await rt.dispatcher.drain()  # without a queue the resumes run here, before returning
+        try:
+            dispatched = await rt.sweep(config.sweep_page, deadline=deadline)
+        finally:
+            # without a queue the resumes run here, before returning: also those a failing
+            # sweep had started (a task left behind would be cut off with the invocation)
+            await rt.dispatcher.drain()
         log.info("sweep done", extra={"dispatched": dispatched})
         return dispatched
 
@@ -470,6 +498,16 @@ class HeronWorker:
         await asyncio.gather(*(one(m) for m in list(_read(batch, "messages") or ())))
         await rt.dispatcher.drain()
         return outcome
+
+
+def _within(rt: Runtime, budget: float) -> Callable[[str], Awaitable[Any]]:
+    """``rt.resume`` that starts new steps for at most ``budget`` seconds, then suspends the
+    run (the next invocation continues it), as the queue consumer's resumes do."""
+
+    async def resume(run_id: str) -> Any:
+        return await rt.resume(run_id, deadline=rt.clock.now() + budget)
+
+    return resume
 
 
 def _binding(env: Any, name: str, variable: str, wrangler: str) -> Any:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from heron.runtime import HeronError, InProcessDispatcher, Runtime
+from heron.stores._url import masked
 
 __all__ = ["Config", "StorePinned", "configure"]
 
@@ -65,7 +66,7 @@ def configure(rt: Runtime, config: Config, *, strict: bool = False) -> Runtime:
         elif not _opens_same_store(config.store, rt.store):
             message = (
                 f"the app's runtime pins its own store ({rt.store!r}), so the store URL "
-                f"{_masked(config.store)} is not used: drop it, or drop the store from the app"
+                f"{masked(config.store)} is not used: drop it, or drop the store from the app"
             )
             if strict:
                 raise StorePinned(message)
@@ -86,26 +87,3 @@ def _opens_same_store(url: str, store: object) -> bool:
         return repr(open_store(url)) == repr(store)
     except Exception:  # a bad URL or a missing extra: not that store, and said so
         return False
-
-
-def _masked(url: str) -> str:
-    """``url`` with any password or token replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<a store URL>"
-    netloc = parts.netloc
-    secret_keys = ("authtoken", "token", "password")
-    if not parts.password and not any(
-        pair.partition("=")[0].lower() in secret_keys for pair in parts.query.split("&")
-    ):
-        return url  # nothing to hide (and urlunsplit would turn sqlite:///x into sqlite:/x)
-    if parts.password:
-        netloc = netloc.replace(f":{parts.password}@", ":***@")
-    query = "&".join(
-        f"{k}=***" if k.lower() in secret_keys else f"{k}={v}"
-        for k, _, v in (pair.partition("=") for pair in parts.query.split("&") if pair)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

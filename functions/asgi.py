@@ -89,7 +89,9 @@ class ApiSettings:
 
     ``token``: the bearer token every request must carry (compared in constant time).
     ``iam``: trust API Gateway's IAM authorizer (``requestContext.authorizer.iam`` in the event).
-    ``open``: no auth at all, for local development (``heron dev``).
+    ``open``: no auth at all, for local development (``heron dev``); ignored when a ``token``
+    is set (a token always wins, so a development switch left in a deployed configuration
+    cannot open an API that has one).
     With none of them set, every request but ``/healthz`` and the docs is refused.
     """
 
@@ -97,6 +99,10 @@ class ApiSettings:
     iam: bool = False
     open: bool = False
     max_body: int = DEFAULT_MAX_BODY
+
+    def __post_init__(self) -> None:
+        if self.open and self.token:
+            object.__setattr__(self, "open", False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:

@@ -36,6 +36,7 @@ import abc
 import base64
 import enum
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -391,9 +392,19 @@ def encode_cursor(created_at: float, run_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The ``(created_at, run_id)`` a cursor of :func:`encode_cursor` holds. Raises
+    ``ValueError`` for anything else: a cursor is sent by callers, so it is checked before any
+    store sees it (a finite number, and an id every store can hold: no lone surrogate)."""
     try:
         created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(created_at), str(run_id)
+        if isinstance(created_at, bool) or not isinstance(created_at, int | float):
+            raise TypeError("created_at is not a number")
+        if not isinstance(run_id, str):
+            raise TypeError("run id is not a string")
+        run_id.encode()  # a lone surrogate raises UnicodeEncodeError
+        if not math.isfinite(created_at):
+            raise ValueError("created_at is not finite")
+        return float(created_at), run_id
     except Exception as exc:
         raise ValueError(f"invalid cursor {cursor!r}") from exc
 

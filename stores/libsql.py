@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 from heron.stores._hrana import HranaClient, LibSQLAuthError, mask_token
 from heron.stores._http import HttpTransport, HttpxTransport
 from heron.stores._sql import Database, SqlStore
-from heron.stores._url import parse_bool
+from heron.stores._url import masked, parse_bool
 
 if TYPE_CHECKING:
     from heron.stores.sqlite import SqliteConnection
@@ -53,11 +53,6 @@ def _seconds(name: str, text: str) -> float:
         return float(text)
     except ValueError:
         raise ValueError(f"libSQL store URL option {name}={text!r} is not a number") from None
-
-
-def _masked(url: str) -> str:
-    """``url`` without its query string (which may carry ``authToken``)."""
-    return url.split("?", 1)[0]
 
 
 class LibSQLStore(SqlStore):
@@ -99,11 +94,11 @@ class LibSQLStore(SqlStore):
         scheme = parts.scheme.lower()
         if scheme not in _SCHEMES:
             raise ValueError(
-                f"not a libSQL URL: {_masked(url)!r} (libsql://, https://, http:// or file:)"
+                f"not a libSQL URL: {masked(url)!r} (libsql://, https://, http:// or file:)"
             )
         if parts.query:
             raise ValueError(
-                f"LibSQLStore({_masked(url)!r}, ...) takes options as keywords; "
+                f"LibSQLStore({masked(url)!r}, ...) takes options as keywords; "
                 "LibSQLStore.from_url (open_store) reads them from the query string"
             )
         self.timeout = float(timeout)
@@ -126,7 +121,7 @@ class LibSQLStore(SqlStore):
             )
             return
         if not parts.hostname:
-            raise ValueError(f"libSQL URL {_masked(url)!r} names no host")
+            raise ValueError(f"libSQL URL {masked(url)!r} names no host")
         if scheme == "libsql":
             scheme = "https" if tls else "http"
         self.url = urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
@@ -151,12 +146,12 @@ class LibSQLStore(SqlStore):
                 params[name] = _seconds(name, value)
             else:
                 raise ValueError(
-                    f"unknown libSQL URL option {name!r} in {_masked(url)!r}; "
+                    f"unknown libSQL URL option {name!r} in {masked(url)!r}; "
                     f"known: {', '.join(_OPTIONS)}"
                 )
         params.update(options)
         if "tls" in params and not base.lower().startswith("libsql:"):
-            raise ValueError(f"tls= applies to libsql:// URLs only, not {_masked(url)!r}")
+            raise ValueError(f"tls= applies to libsql:// URLs only, not {masked(url)!r}")
         if base.lower().startswith("file:"):
             params.pop("auth_token", None)
         elif not params.get("auth_token"):

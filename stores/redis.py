@@ -68,6 +68,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from heron.stores._url import masked as mask_url
 from heron.stores._url import parse_bool
 from heron.stores.contract import (
     MAX_PENDING_SIGNALS,
@@ -139,18 +140,6 @@ def created_at_of(key: str) -> float:
     bits = bits & ~(1 << 63) if bits >> 63 else bits ^ 0xFFFF_FFFF_FFFF_FFFF
     value: float = struct.unpack(">d", struct.pack(">Q", bits))[0]
     return value
-
-
-def mask_url(url: str) -> str:
-    """``url`` with the password, if any, replaced by ``***`` (for error messages and reprs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _text(value: Any) -> str:

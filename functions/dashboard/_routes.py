@@ -124,7 +124,7 @@ def _mode(settings: ApiSettings) -> str:
 
 def _key(request: Request) -> SessionKey:
     settings = _settings(request)
-    if settings.token and not settings.open:
+    if settings.token:
         return SessionKey.for_token(settings.token)
     key: SessionKey | None = request.app.state.dashboard_key
     if key is None:  # made on first use, not when the app is: no randomness at import time

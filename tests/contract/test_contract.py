@@ -644,7 +644,17 @@ def _b64(text: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "cursor", ["not a cursor!", _b64("hello"), _b64('{"a": 1}'), _b64("[1, 2, 3]")]
+    "cursor",
+    [
+        "not a cursor!",
+        _b64("hello"),
+        _b64('{"a": 1}'),
+        _b64("[1, 2, 3]"),
+        _b64('[1, "\\ud800"]'),  # a lone surrogate: no store can hold it as an id
+        _b64('[NaN, "r-1"]'),
+        _b64('[true, "r-1"]'),
+        _b64('[1, ["r-1"]]'),
+    ],
 )
 async def test_list_runs_with_an_invalid_cursor_raises_value_error(
     population: WorkflowStore, cursor: str

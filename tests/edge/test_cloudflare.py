@@ -3,6 +3,7 @@ the code the Worker runs, over doubles of what the Workers SDK hands Python: ``s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -18,7 +19,9 @@ from heron.functions._cloudflare import (
     WorkerConfigError,
     error_body,
 )
-from heron.runtime import Runtime
+from heron.runtime import Context, Runtime
+from heron.stores import Run, StoreError
+from heron.stores.memory import MemoryStore
 from tests.backends.d1 import D1Binding
 from tests.edge.scenario import TOKEN, Batch, CPythonWorker, Message, QueueDouble, load_app
 
@@ -51,6 +54,8 @@ def test_secrets_for_the_stores_are_read_and_never_shown() -> None:
     ("env", "names"),
     [
         ({"HERON_SWEEP_PAGE": "many"}, "HERON_SWEEP_PAGE"),
+        ({"HERON_SWEEP_PAGE": "9007199254740993"}, "HERON_SWEEP_PAGE must be above 0 and at most"),
+        ({"HERON_TIME_BUDGET": "86400"}, "HERON_TIME_BUDGET must be above 0 and at most 900"),
         ({"HERON_TIME_BUDGET": "-1"}, "HERON_TIME_BUDGET"),
         ({"HERON_QUEUE": "my-queue"}, "HERON_QUEUE"),
         ({"HERON_LOG_LEVEL": "LOUD"}, "HERON_LOG_LEVEL"),
@@ -100,6 +105,23 @@ def test_a_missing_queue_binding_is_named() -> None:
 
     with pytest.raises(BindingMissing, match=r"HERON_QUEUE names the binding 'RESUME'.*queues"):
         worker.setup({"HERON_STORE": "d1://DB", "DB": D1Binding(), "HERON_QUEUE": "RESUME"})
+
+
+def test_a_queue_var_naming_another_kind_of_binding_is_refused() -> None:
+    worker = HeronWorker(load_app())
+
+    with pytest.raises(WorkerConfigError, match="'DB', which is not a queue producer"):
+        worker.setup({"HERON_STORE": "d1://DB", "DB": D1Binding(), "HERON_QUEUE": "DB"})
+
+
+def test_toml_numbers_and_booleans_in_vars_read_as_their_text() -> None:
+    # wrangler.toml: [vars] HERON_SWEEP_PAGE = 50, HERON_TIME_BUDGET = 12.5, HERON_API_OPEN = false
+    env = {"HERON_SWEEP_PAGE": 50, "HERON_TIME_BUDGET": 12.5, "HERON_API_OPEN": False}
+
+    config = WorkerConfig.from_env(env)
+
+    assert (config.sweep_page, config.time_budget) == (50, 12.5)
+    assert config.api_env["HERON_API_OPEN"] == "0"
 
 
 def test_a_text_var_named_like_the_binding_is_not_a_binding() -> None:
@@ -291,3 +313,75 @@ async def test_handlers_log_json_lines_to_stderr(capsys: pytest.CaptureFixture[s
 
     lines = capsys.readouterr().err.strip().splitlines()
     assert any('"message": "sweep done"' in line and '"dispatched": 0' in line for line in lines)
+
+
+# -- without a queue: the invocation's own resumes -------------------------------------------------
+
+
+def slow_app(store: Any, steps: int) -> Runtime:
+    """A runtime on ``store`` whose ``slow`` workflow runs ``steps`` steps of 50 ms each."""
+    rt = Runtime(store=store)
+
+    @rt.step(name="nap")
+    async def nap(i: int) -> int:
+        await asyncio.sleep(0.05)
+        return i
+
+    @rt.workflow("slow")
+    async def slow(ctx: Context, _: None) -> int:
+        for i in range(steps):
+            await ctx.step(nap, i)
+        return steps
+
+    return rt
+
+
+async def test_without_a_queue_resumes_keep_to_the_time_budget() -> None:
+    # given: no queue, a budget of a tenth of a second, a run of twenty 50 ms steps
+    rt = slow_app(MemoryStore(), steps=20)
+    worker = HeronWorker(rt)
+    env = {"HERON_TIME_BUDGET": "0.1"}
+    worker.setup(env)
+    await rt.start("slow", None, run_id="s-1")
+    await rt.dispatcher.drain()
+
+    # when: the cron sweep runs it in its own invocation
+    await worker.scheduled(env)
+
+    # then: it stopped starting steps when the budget ran out, to go on in the next invocation
+    info = await rt.get("s-1")
+    assert info.status == "pending", info.status
+    assert 0 < len(info.steps) < 20
+
+
+class FailingDue(MemoryStore):
+    """A memory store whose second ``due`` call fails, as a store can in the middle of a sweep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def due(self, now: float | None = None, limit: int = 100) -> list[str]:
+        self.calls += 1
+        if self.calls == 2:
+            raise StoreError("D1_ERROR: Network connection lost.")
+        return await super().due(now, limit)
+
+
+async def test_a_sweep_that_fails_still_waits_for_the_resumes_it_started() -> None:
+    # given: five due runs, a sweep page of two, and no queue
+    store = FailingDue()
+    rt = slow_app(store, steps=1)
+    worker = HeronWorker(rt)
+    env = {"HERON_SWEEP_PAGE": "2"}
+    worker.setup(env)
+    for i in range(5):
+        assert await store.create(Run(id=f"r-{i}", workflow="slow", input="null", wake_at=0.0))
+
+    # when: the store fails on the sweep's second page
+    with pytest.raises(StoreError):
+        await worker.scheduled(env)
+
+    # then: the two runs of the first page were resumed to the end before the handler returned
+    finished = [(await rt.get(f"r-{i}")).status for i in range(5)]
+    assert finished.count("completed") == 2, finished

@@ -204,12 +204,13 @@ async def test_a_raw_js_d1_binding_works_too(edge: Edge) -> None:
 async def test_a_d1_store_opened_at_import_finds_its_binding_in_workers_env(edge: Edge) -> None:
     worker = d1_worker(edge)
     found = worker.python(
-        "from heron.stores import open_store\n"
+        "from heron.stores import Run, open_store\n"
         "store = open_store('d1://DB')  # no binding: looked up in workers.env on first use\n"
-        "loaded = await store.load('raw-1')\n"
+        "await store.create(Run(id='import-1', workflow='order', input='null'))\n"
+        "loaded = await store.load('import-1')\n"
         "[type(store._resolve()).__name__, loaded.run.id]"
     )
-    assert found == ["_BindingWrapper", "raw-1"]
+    assert found == ["_BindingWrapper", "import-1"]
 
 
 async def test_without_a_queue_runs_resume_after_the_response(edge: Edge) -> None:

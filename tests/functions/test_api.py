@@ -367,6 +367,18 @@ def test_with_no_auth_configured_the_api_is_closed_unless_opened(
     assert call(api_event("GET", "/runs", token=None))[0] == 200
 
 
+def test_a_token_wins_over_the_open_switch() -> None:
+    # given: a development switch left on beside a token (a deployed Worker's [vars], say)
+    asgi.app.state.settings = asgi.ApiSettings.from_env(
+        {"HERON_API_TOKEN": TOKEN, "HERON_API_OPEN": "1"}
+    )
+
+    # then: the token is still required
+    status, body = call(api_event("GET", "/runs", token=None))
+    assert_error(status, body, 401, "bearer token", "Authorization")
+    assert call(api_event("GET", "/runs", token=TOKEN))[0] == 200
+
+
 def test_settings_come_from_the_environment_and_name_a_bad_variable() -> None:
     settings = asgi.ApiSettings.from_env(
         {"HERON_API_TOKEN": "t", "HERON_API_AUTH": "iam", "HERON_MAX_BODY": "10"}

@@ -561,13 +561,6 @@ def test_delete_without_an_answer_deletes_nothing() -> None:
     assert "r-9" in ok("ls")
 
 
-def test_a_store_url_with_nothing_secret_is_shown_as_given() -> None:
-    from heron.functions._config import _masked
-
-    assert _masked("sqlite:///shop.db") == "sqlite:///shop.db"
-    assert _masked("redis://:hunter2@h:6379/0?token=t") == "redis://:***@h:6379/0?token=***"
-
-
 def test_debug_shows_the_traceback_of_an_error() -> None:
     plain = heron("start", "nope", "1")
     assert plain.exit_code == 2 and "no workflow named 'nope'" in plain.stderr
