@@ -205,6 +205,7 @@ def test_list_runs_filters_and_pages_with_a_cursor() -> None:
     ("query", "expected", "field"),
     [
         ("cursor=not-a-cursor", 400, "cursor"),
+        ("cursor=WzEsICJcdWQ4MDAiXQ==", 400, "cursor"),  # [1, "\ud800"]: a lone surrogate
         ("limit=0", 422, "query.limit"),
         ("limit=201", 422, "query.limit"),
         ("status=asleep", 422, "query.status"),
