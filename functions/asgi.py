@@ -38,7 +38,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -608,6 +608,7 @@ async def authorize(
     """Let the request through, or raise 401/403 (see :class:`ApiSettings`)."""
     config: ApiSettings = request.app.state.settings
     if config.open:
+        _same_origin_only(request)
         return
     if config.iam and _iam_principal(request.scope) is not None:
         return
@@ -630,6 +631,29 @@ async def authorize(
         "the API is closed: set HERON_API_TOKEN or HERON_API_AUTH=iam "
         "(HERON_API_OPEN=1 opens it, for local development only)",
     )
+
+
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _same_origin_only(request: Request) -> None:
+    """An open API (``heron dev``) still refuses a change a browser makes for another site: a
+    page anywhere could otherwise post a form to ``127.0.0.1`` and cancel runs. Browsers send
+    ``Origin`` (and ``Sec-Fetch-Site``) with such a request; curl and SDKs send neither, so
+    they are not affected. Raises 403 ``CrossOrigin``."""
+    if request.method not in _UNSAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    site = request.headers.get("sec-fetch-site", "")
+    host = request.headers.get("host") or request.url.netloc
+    foreign = origin is not None and (origin == "null" or urlsplit(origin).netloc != host)
+    if foreign or site in ("cross-site", "same-site"):
+        raise ApiError(
+            403,
+            "CrossOrigin",
+            f"the open API takes no changes from pages of another origin ({origin or site})",
+            field="Origin",
+        )
 
 
 Rt = Annotated[Runtime, Depends(get_runtime)]

@@ -183,6 +183,12 @@ def _options(
     ctx.obj = Settings(app=app_spec, store=store, debug=debug)
 
 
+#: Interfaces ``heron dev`` binds to that only this machine reaches, and the Host names that
+#: requests to them carry.
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 def _log_to_stderr(level: int = logging.ERROR) -> None:
     """Show the engine's errors on stderr (a resume that failed in the background, a 500 under
     ``heron dev``, which shows warnings too, such as a step's failed attempt): a library logs
@@ -490,9 +496,14 @@ def dev(
         rt = _open_runtime(settings)
         if not isinstance(rt.dispatcher, InProcessDispatcher):  # HERON_QUEUE_URL: not here
             rt.dispatcher = InProcessDispatcher(rt.resume)
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(rt, api), host=host, port=port, log_level="warning")
-        )
+        app = create_app(rt, api)
+        if host in _LOOPBACK:
+            # Only the names of this machine: a site whose DNS name is made to point at
+            # 127.0.0.1 (DNS rebinding) must not get the open API and its pages.
+            from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+            app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(_LOOPBACK_NAMES))
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         sweeper = asyncio.create_task(_sweep_forever(rt, interval))
         auth = "open (local development)" if api.open else "bearer token (HERON_API_TOKEN)"
         out.print(

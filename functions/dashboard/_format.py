@@ -86,7 +86,10 @@ def iso(ts: float | None) -> str:
     """``2026-01-05T14:03:22Z`` (for ``<time datetime>`` and scripts)."""
     if ts is None or not math.isfinite(ts):
         return ""
-    moment = dt.datetime.fromtimestamp(ts, dt.UTC)
+    try:  # a wake 10**12 seconds away is a valid run, beyond what datetime can show
+        moment = dt.datetime.fromtimestamp(ts, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return ""
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"
 
 

@@ -31,11 +31,12 @@ import datetime as dt
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -87,6 +88,8 @@ REFRESH_SECONDS = 5
 #: Children listed on a run's page (the rest: filter the runs list by parent).
 CHILDREN_SHOWN = 100
 MAX_REASON = 500
+#: A number in a form or a query: ASCII digits only (``str.isdigit`` takes ``²`` and ``٣``).
+_DIGITS = re.compile(r"[0-9]+")
 
 #: Sent with every page. No inline script or style may run (templates have none), nothing
 #: loads from elsewhere, no other site may frame a page, and forms post only here.
@@ -363,10 +366,16 @@ def _query(**params: str) -> str:
 
 
 def _safe_next(value: str | None, urls: Urls) -> str:
-    """Where to go after signing in: a page of the dashboard, never another site."""
+    """Where to go after signing in: a page of the dashboard, never another site, never out
+    of the dashboard (also not by percent-encoded dot segments: ``%2e%2e``, encoded twice)."""
     home = urls.home
+    decoded = value or ""
+    for _ in range(3):
+        decoded = unquote(decoded)
     if (
         value
+        and "/." not in decoded
+        and "\\" not in decoded
         and value.isascii()
         and value.isprintable()
         and "\\" not in value
@@ -523,7 +532,7 @@ def _filters(params: Mapping[str, str]) -> Filters:
             setattr(found, f"{name}_ts", moment.timestamp())
     raw_limit = params.get("limit", "")
     if raw_limit:
-        if raw_limit.isdigit() and 1 <= int(raw_limit) <= 200:
+        if _DIGITS.fullmatch(raw_limit) and 1 <= int(raw_limit) <= 200:
             found.limit = int(raw_limit)
         else:
             problems.append("limit: a number from 1 to 200")
@@ -641,8 +650,10 @@ async def _children(rt: Runtime, info: RunInfo) -> tuple[list[RunSummary | str],
     """The run's children, newest first, as summaries (an id alone for one not listed)."""
     listed, next_cursor = await rt.list_runs(RunQuery(parent_id=info.id, limit=CHILDREN_SHOWN))
     seen = {child.id for child in listed}
-    rest: list[RunSummary | str] = [c for c in info.children if c not in seen]
-    return [*listed, *rest], next_cursor is not None
+    room = max(0, CHILDREN_SHOWN - len(listed))  # ids alone for those the list did not hold
+    unlisted = [c for c in info.children if c not in seen]
+    rest: list[RunSummary | str] = list(unlisted[:room])
+    return [*listed, *rest], next_cursor is not None or len(unlisted) > room
 
 
 @guarded
@@ -727,6 +738,9 @@ async def _cancel(rt: Runtime, run_id: str, form: dict[str, str]) -> str:
     if info.status == "cancelled":
         return "The run was cancelled already."
     await rt.cancel(run_id, reason)
+    after = await rt.get(run_id)
+    if after.status != "cancelled":  # it ended between the check and the cancel
+        raise Refused(409, f"run {run_id!r} is {after.status}; it cannot be cancelled")
     return "Run cancelled."
 
 
@@ -734,7 +748,7 @@ async def _retry(rt: Runtime, run_id: str, form: dict[str, str]) -> str:
     raw = form["from_seq"].strip()
     from_seq = None
     if raw:
-        if not raw.isdigit() or len(raw) > 9:
+        if not _DIGITS.fullmatch(raw) or len(raw) > 9:
             raise Refused(422, f"from seq: a number 0 or more, not {raw!r}")
         from_seq = int(raw)
     try:

@@ -65,6 +65,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+#: Characters of a one-shot message kept in its cookie: escaped to ASCII JSON (up to 12 bytes a
+#: character), base64 (x4/3) and signed, 250 characters stay under the 4,000 bytes read back.
+FLASH_CHARS = 250
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """A verified session: when it ends and the secret its CSRF token derives from."""
@@ -134,7 +139,10 @@ class SessionKey:
         return hmac.compare_digest(given.encode("ascii"), session.csrf.encode("ascii"))
 
     def flash(self, kind: str, text: str) -> str:
-        """The cookie value carrying a one-shot message."""
+        """The cookie value carrying a one-shot message (cut to :data:`FLASH_CHARS` characters,
+        so that the cookie stays under the 4 KB a browser keeps)."""
+        if len(text) > FLASH_CHARS:
+            text = text[: FLASH_CHARS - 1] + "…"
         body = _b64(json.dumps({"k": kind, "t": text}, ensure_ascii=True).encode("ascii"))
         return f"{body}.{self._mac('flash.' + body)}"
 

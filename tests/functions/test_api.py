@@ -368,6 +368,32 @@ def test_with_no_auth_configured_the_api_is_closed_unless_opened(
     assert call(api_event("GET", "/runs", token=None))[0] == 200
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "http://evil.example"},  # a form posted from another site
+        {"origin": "null"},  # a sandboxed frame, a data: URL
+        {"sec-fetch-site": "cross-site"},
+        {"origin": "http://localhost:9999", "sec-fetch-site": "same-site"},  # another port
+    ],
+)
+def test_an_open_api_takes_no_changes_from_another_origin(headers: dict[str, str]) -> None:
+    # given: the API open (heron dev) and a run waiting
+    asgi.app.state.settings = asgi.ApiSettings(open=True)
+    assert start("greet", "ada", run_id="x-1")[0] == 201
+
+    # when: a page of another origin posts to it (a body-less form needs no JSON)
+    host = "id.execute-api.us-east-1.amazonaws.com"
+    event = api_event("POST", "/runs/x-1/cancel", token=None, headers={"host": host, **headers})
+    status, body = call(event)
+
+    # then: refused, and the run is untouched; reads and same-origin or non-browser changes work
+    assert_error(status, body, 403, "another origin", "Origin")
+    assert get("/runs/x-1")[1]["status"] == "waiting"
+    same = {"host": host, "origin": f"https://{host}", "sec-fetch-site": "same-origin"}
+    assert call(api_event("POST", "/runs/x-1/cancel", token=None, headers=same))[0] == 200
+
+
 def test_a_token_wins_over_the_open_switch() -> None:
     # given: a development switch left on beside a token (a deployed Worker's [vars], say)
     asgi.app.state.settings = asgi.ApiSettings.from_env(

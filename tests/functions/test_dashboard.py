@@ -1083,3 +1083,36 @@ def test_relative_times_round_to_their_largest_unit(delta: float, shown: str) ->
     from heron.functions.dashboard._format import relative
 
     assert relative(1_000_000.0 + delta, 1_000_000.0) == shown
+
+
+def test_an_iso_time_beyond_what_datetime_can_show_is_left_blank() -> None:
+    from heron.functions.dashboard._format import absolute, iso
+
+    # a wait_for_signal(timeout=1e18) is a valid run; its wake is beyond the year 9999
+    assert iso(1e18) == "" and absolute(1e18) == "-"
+    assert iso(0.0) == "1970-01-01T00:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("next_url", "lands"),
+    [
+        ("/dashboard/runs/a", "/dashboard/runs/a"),
+        ("/dashboard/%2e%2e/openapi.json", "/dashboard"),
+        ("/dashboard/%252e%252e/openapi.json", "/dashboard"),  # encoded twice
+        ("/dashboard/%5c%5cevil.example", "/dashboard"),
+    ],
+)
+def test_sign_in_sends_on_only_to_a_dashboard_page(next_url: str, lands: str) -> None:
+    from heron.functions.dashboard._render import Urls
+    from heron.functions.dashboard._routes import _safe_next
+
+    assert _safe_next(next_url, Urls("")) == lands
+
+
+def test_a_long_message_still_fits_its_cookie() -> None:
+    key = SessionKey.random()
+
+    cookie = key.flash("ok", "Signal sent: " + "\U0001f600" * 400)
+
+    shown = key.read_flash(cookie)
+    assert shown is not None and shown.text.endswith("…") and len(cookie) < 4000

@@ -102,6 +102,12 @@ def test_heron_dev_serves_the_api_and_sweeps_a_sleeping_run_to_completion(
         page = client.get("/dashboard")
         assert page.status_code == 200 and "nap-1" in page.text
 
+        # a name made to point at 127.0.0.1 (DNS rebinding) gets nothing of the open API
+        rebound = client.get("/runs/nap-1", headers={"host": "rebound.attacker.example"})
+        assert rebound.status_code == 400 and "nap-1" not in rebound.text
+        for name in ("localhost", "127.0.0.1"):
+            assert client.get("/runs/nap-1", headers={"host": name}).status_code == 200
+
 
 BROKEN_APP = textwrap.dedent(
     """
