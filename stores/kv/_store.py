@@ -67,6 +67,7 @@ when the store is opened with retention.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import secrets
 import struct
@@ -98,6 +99,8 @@ from heron.stores.contract import (
     loads,
 )
 from heron.stores.kv._driver import KVDriver, Version
+
+log = logging.getLogger("heron.stores.kv")
 
 __all__ = ["KVStore", "escape", "unescape"]
 
@@ -503,8 +506,14 @@ class KVStore(WorkflowStore):
         ttl = self.retention_days * 86_400 if doc.exp is not None else None
         if not await self.driver.set_if_absent(key, raw, ttl=ttl):
             existing = await self.driver.get(key)
+            kept: set[str] = set()
             if existing is not None:
-                self._remember(run.id, self._decode(key, *existing))  # foreign values raise
+                winner = self._decode(key, *existing)  # foreign values raise
+                self._remember(run.id, winner)
+                kept = winner.entries
+            # the entries written above name this attempt (its own inc): take them back, or
+            # every repeated start of an id (start is idempotent) would leave some behind
+            await self._forget(sorted(doc.entries - kept))
             return False
         self._remember_written(doc, raw)
         return True
@@ -694,14 +703,23 @@ class KVStore(WorkflowStore):
         return out
 
     async def _docs_of(self, run_ids: Iterable[str]) -> dict[str, _Doc]:
+        """The documents of ``run_ids`` that exist. One that cannot be read is logged and
+        stands as a document with no entries and version -1: due() and listings pass over it
+        (one bad record never fails them for every run) and keep its index entries, and
+        the reaper keeps its checkpoints, so nothing of it is lost while someone repairs it."""
         ids = sorted(run_ids)
         keys = [self._run_key(run_id) for run_id in ids]
         values = await self.driver.get_many(keys)
-        return {
-            run_id: self._decode(key, *got)
-            for run_id, key, got in zip(ids, keys, values, strict=True)
-            if got is not None
-        }
+        docs: dict[str, _Doc] = {}
+        for run_id, key, got in zip(ids, keys, values, strict=True):
+            if got is None:
+                continue
+            try:
+                docs[run_id] = self._decode(key, *got)
+            except StoreError as exc:
+                log.warning("run %r: its record cannot be read; passed over: %s", run_id, exc)
+                docs[run_id] = _unreadable(run_id)
+        return docs
 
     async def _forget(self, keys: Sequence[str]) -> None:
         if keys:
@@ -907,6 +925,11 @@ def _version(driver: KVDriver, raw: bytes) -> Version | None:
     """The version ``driver`` gives the value ``raw``, if it can tell (``version_of``)."""
     version_of = getattr(driver, "version_of", None)
     return None if version_of is None else version_of(raw)
+
+
+def _unreadable(run_id: str) -> _Doc:
+    """What stands for a document that cannot be read (:meth:`KVStore._docs_of`)."""
+    return _Doc(Run(id=run_id, workflow="", input=None), -1, "", None, (), None, {}, {})
 
 
 def _stale(entry: _Entry, doc: _Doc | None) -> bool:

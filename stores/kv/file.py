@@ -47,6 +47,21 @@ _SEGMENT: Final = re.compile(r"[A-Za-z0-9_~%\-][A-Za-z0-9_~%.\-]*")
 _STRIPES: Final = 64
 
 
+#: The longest file name most file systems take (ext4, XFS, APFS: 255 bytes; the escaped key
+#: segments are ASCII, so characters are bytes).
+_NAME_MAX = 255
+
+
+def _write_all(fd: int, value: bytes) -> None:
+    """``os.write`` until every byte is written: a write may take fewer (a nearly full disk)."""
+    view = memoryview(value)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "no byte could be written")
+        view = view[written:]
+
+
 class FileDriver:
     """Keys as files under ``root`` (created on first write); the version is the content."""
 
@@ -71,6 +86,11 @@ class FileDriver:
                 raise ValueError(
                     f"key {key!r}: segment {part!r} is not a file name the file driver takes "
                     "(A-Z a-z 0-9 _ - ~ % ., not starting with .)"
+                )
+            if len(part) > _NAME_MAX:
+                raise StoreError(
+                    f"key {key!r}: segment of {len(part)} bytes is longer than a file name may "
+                    f"be ({_NAME_MAX}); the id, tag or name in it is too long for the file driver"
                 )
         return self.root.joinpath(*parts)
 
@@ -111,11 +131,14 @@ class FileDriver:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 continue
             try:
-                os.write(fd, value)
+                _write_all(fd, value)
                 if self.fsync:
                     os.fsync(fd)
-            finally:
+            except OSError as exc:  # a full disk, a quota: nothing half-written is kept
                 os.close(fd)
+                temp.unlink(missing_ok=True)
+                raise StoreError(f"could not write {path} ({exc.strerror or exc})") from exc
+            os.close(fd)
             return temp
 
     def _sync_dir(self, path: Path) -> None:

@@ -491,3 +491,71 @@ def _unused(_: Run) -> None:  # keeps the Run import for type checkers
 def test_a_boolean_option_that_is_not_one_is_named(url: str) -> None:
     with pytest.raises(ValueError, match=r"URL option (fsync='maybe'|tls='nope') is not a boolean"):
         open_store(url)
+
+
+async def test_a_repeated_create_leaves_no_index_entry_behind(tmp_path: Path) -> None:
+    # given a run, started again and again under its id (Runtime.start is idempotent)
+    store = open_store(f"kv+file:///{tmp_path}/kv")
+    assert isinstance(store, KVStore)
+    run = Run(id="r-1", workflow="wf", input=None, tags=["t"], wake_at=1.0)
+    assert await store.create(run)
+    before = await store.driver.keys(f"{store.prefix}/", limit=1000)
+
+    for _ in range(5):
+        assert not await store.create(replace(run, created_at=run.created_at + 1))
+
+    # then the store holds exactly the keys it held after the first create
+    assert await store.driver.keys(f"{store.prefix}/", limit=1000) == before
+    assert await store.due(2.0, 10) == ["r-1"]
+
+
+async def test_one_unreadable_record_does_not_stop_due_or_listing(tmp_path: Path) -> None:
+    # given two due runs, and one of their records cut short on disk (a full disk, say)
+    store = open_store(f"kv+file:///{tmp_path}/kv")
+    assert isinstance(store, KVStore)
+    for run_id in ("good", "bad"):
+        assert await store.create(Run(id=run_id, workflow="wf", input=None, wake_at=1.0))
+    path = store.driver._path(store._run_key("bad"))  # type: ignore[attr-defined]
+    path.write_bytes(path.read_bytes()[:20])
+    reopened = open_store(f"kv+file:///{tmp_path}/kv")
+
+    # then the good run is still swept and listed; the bad one is passed over, not deleted
+    assert await reopened.due(2.0, 10) == ["good"]
+    assert [r.id for r in (await reopened.list_runs(RunQuery())).runs] == ["good"]
+    with pytest.raises(StoreError):
+        await reopened.load("bad")
+    assert path.exists()
+
+
+def test_a_key_too_long_for_a_file_name_is_a_store_error(tmp_path: Path) -> None:
+    driver = FileDriver(str(tmp_path / "kv"))
+
+    with pytest.raises(StoreError, match="longer than a file name may be"):
+        driver._path("heron/run/" + "a" * 300)
+
+
+async def test_a_short_write_is_finished_and_a_full_disk_keeps_the_old_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from heron.stores.kv import file as file_driver
+
+    driver = FileDriver(str(tmp_path / "kv"))
+    real_write = os.write
+
+    # a disk that takes three bytes a write: every byte still lands
+    monkeypatch.setattr(file_driver.os, "write", lambda fd, data: real_write(fd, data[:3]))
+    await driver.set("heron/k", b"0123456789")
+    assert (await driver.get("heron/k") or (b"",))[0] == b"0123456789"
+
+    # a full disk: the write fails as a StoreError, the old value stays, no temporary file
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(file_driver.os, "write", full)
+    with pytest.raises(StoreError, match="No space left on device"):
+        await driver.set("heron/k", b"new value")
+    assert (await driver.get("heron/k") or (b"",))[0] == b"0123456789"
+    assert [p.name for p in (tmp_path / "kv" / "heron").iterdir()] == ["k"]
