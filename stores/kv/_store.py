@@ -801,7 +801,9 @@ class KVStore(WorkflowStore):
         if query.created_before is not None:
             end = index + sortable(query.created_before)
         if after is not None:
-            at_cursor = f"{index}{sortable(after[0])}.{escape(after[1])}"
+            # up to where the cursor run's own entries begin ("<id>." + inc): ids that extend
+            # the cursor's (a-b after a) sort below that point and are still to come
+            at_cursor = f"{index}{sortable(after[0])}.{escape(after[1])}."
             end = at_cursor if end is None else min(end, at_cursor)
         start = None if query.created_after is None else index + sortable(query.created_after)
         limit = max(query.limit, 0)

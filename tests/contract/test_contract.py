@@ -627,6 +627,27 @@ async def test_list_runs_pages_return_each_run_exactly_once(
     assert created == sorted(created, reverse=True)
 
 
+async def test_paging_one_at_a_time_keeps_runs_whose_ids_extend_another(
+    store: WorkflowStore,
+) -> None:
+    # given runs created at the same moment, whose ids extend one another or escape
+    ids = ["a", "a-b", "a b", "ab", "a.b", "a%b"]
+    for run_id in ids:
+        await store.create(make_run(run_id, created_at=T0))
+
+    # when paging one run at a time
+    seen, cursor = [], None
+    for _ in range(2 * len(ids)):
+        page = await store.list_runs(RunQuery(limit=1, cursor=cursor))
+        seen += [run.id for run in page.runs]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+
+    # then every run comes, once
+    assert sorted(seen) == sorted(ids)
+
+
 async def test_list_runs_pages_through_a_filter(population: WorkflowStore) -> None:
     first = await population.list_runs(RunQuery(status="completed", limit=2))
     assert [run.id for run in first.runs] == ["b3", "b1"]
