@@ -54,7 +54,7 @@ os.environ.update(  # moto's fake account, before any AWS client exists
     AWS_EC2_METADATA_DISABLED="true",
 )
 
-from heron.runtime import Context, NoopDispatcher, Runtime  # noqa: E402
+from bench._workload import make_runtime  # noqa: E402
 from heron.stores.contract import Run  # noqa: E402
 from heron.stores.dynamodb import TABLE, DynamoDBStore, item_size  # noqa: E402
 from tests.moto_server import MotoServer  # noqa: E402
@@ -168,23 +168,6 @@ def _writes(operation: str, params: dict[str, Any]) -> list[tuple[dict[str, Any]
 
 
 # -- the workload ----------------------------------------------------------------------------
-
-
-async def tiny(i: int) -> dict[str, Any]:
-    return {"i": i, "ok": True, "tag": "bench"}
-
-
-def make_runtime(store: DynamoDBStore) -> Runtime:
-    rt = Runtime(store, dispatcher=NoopDispatcher())
-    rt.step(tiny)
-
-    @rt.workflow("bench-seq")
-    async def sequential(ctx: Context, n: int) -> int:
-        for i in range(n):
-            _: dict[str, Any] = await ctx.step(tiny, i)
-        return n
-
-    return rt
 
 
 @dataclass

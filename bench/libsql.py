@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/libsql.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from heron import Context, NoopDispatcher, Runtime  # noqa: E402
+from bench._workload import make_runtime  # noqa: E402
 from heron.stores import Checkpoint, Run, WorkflowStore  # noqa: E402
 from heron.stores._http import HttpxTransport  # noqa: E402
 from heron.stores._sql import SqlStore  # noqa: E402
@@ -65,23 +65,6 @@ class CountingTransport(HttpxTransport):
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         self.requests += 1
         return await super().post(url, headers, body)
-
-
-async def tiny(i: int) -> dict[str, Any]:
-    return {"i": i, "ok": True, "tag": "bench"}
-
-
-def make_runtime(store: WorkflowStore) -> Runtime:
-    rt = Runtime(store, dispatcher=NoopDispatcher())
-    rt.step(tiny)
-
-    @rt.workflow("bench-seq")
-    async def steps(ctx: Context, n: int) -> int:
-        for i in range(n):
-            _: dict[str, Any] = await ctx.step(tiny, i)
-        return n
-
-    return rt
 
 
 async def timed(awaitable: Awaitable[Any]) -> tuple[float, Any]:

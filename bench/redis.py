@@ -44,8 +44,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from heron import Context, Runtime  # noqa: E402
-from heron.runtime import NoopDispatcher  # noqa: E402
+from bench._workload import make_runtime  # noqa: E402
 from heron.stores import Run, WorkflowStore, open_store  # noqa: E402
 from heron.stores.kv import FileDriver, KVStore, MemoryDriver  # noqa: E402
 from heron.stores.sqlite import SqliteStore  # noqa: E402
@@ -81,23 +80,6 @@ class Target:
     name: str
     open: Callable[[], WorkflowStore]
     count: Callable[[], int]  # round trips so far
-
-
-async def tiny(i: int) -> dict[str, Any]:
-    return {"i": i, "ok": True, "tag": "bench"}
-
-
-def make_runtime(store: WorkflowStore) -> Runtime:
-    rt = Runtime(store, dispatcher=NoopDispatcher())
-    rt.step(tiny)
-
-    @rt.workflow("bench-seq")
-    async def sequential(ctx: Context, n: int) -> int:
-        for i in range(n):
-            _: dict[str, Any] = await ctx.step(tiny, i)
-        return n
-
-    return rt
 
 
 async def steps_engine(target: Target, steps: int) -> tuple[float, float]:

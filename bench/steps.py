@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/steps.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from heron.runtime import Context, NoopDispatcher, Runtime  # noqa: E402
+from bench._workload import make_runtime  # noqa: E402
+from heron.runtime import Runtime  # noqa: E402
 from heron.runtime.testing import READS, WRITES, CountingStore  # noqa: E402
 from heron.stores.contract import Checkpoint, WorkflowStore  # noqa: E402
 from heron.stores.memory import MemoryStore  # noqa: E402
@@ -57,37 +58,6 @@ TARGET_WRITES_PER_STEP = 1.05
 TARGET_RAW_RATIO = 0.5
 
 # -- the workload --------------------------------------------------------------------------------
-
-
-async def tiny(i: int) -> dict[str, Any]:
-    """The step: trivial work, a small dict back."""
-    return {"i": i, "ok": True, "tag": "bench"}
-
-
-async def final() -> dict[str, Any]:
-    return {"done": True}
-
-
-def make_runtime(store: WorkflowStore) -> Runtime:
-    rt = Runtime(store, dispatcher=NoopDispatcher())
-    rt.step(tiny)
-    rt.step(final)
-
-    # (the annotated targets: mypy cannot infer Context.step's T from an async function alone)
-    @rt.workflow("bench-seq")
-    async def sequential(ctx: Context, n: int) -> int:
-        for i in range(n):
-            _: dict[str, Any] = await ctx.step(tiny, i)
-        return n
-
-    @rt.workflow("bench-replay")
-    async def replay(ctx: Context, n: int) -> int:
-        for i in range(n):
-            _: dict[str, Any] = await ctx.step(tiny, i)
-        _end: dict[str, Any] = await ctx.step(final)
-        return n
-
-    return rt
 
 
 @dataclass

@@ -65,6 +65,7 @@ from heron.runtime import (
     check_run_id,
     check_signal_name,
 )
+from heron.runtime._serde import nested_too_deep
 from heron.stores.contract import RunQuery, decode_cursor
 from heron.stores.contract import RunSummary as StoredSummary
 
@@ -285,17 +286,9 @@ _MAX_SHOWN_DEPTH = 64
 def _shown(value: Any) -> Any:
     """``value``, or a note in its place when it nests too deep to answer with: a record stored
     by an older Heron (or written to the store directly) must not make its run unreadable."""
-    level: list[Any] = [value]
-    for _ in range(_MAX_SHOWN_DEPTH):
-        level = [
-            item
-            for v in level
-            if isinstance(v, dict | list)
-            for item in (v.values() if isinstance(v, dict) else v)
-        ]
-        if not level:
-            return value
-    return f"<a value nested more than {_MAX_SHOWN_DEPTH} levels deep: not shown>"
+    if nested_too_deep(value, _MAX_SHOWN_DEPTH):
+        return f"<a value nested more than {_MAX_SHOWN_DEPTH} levels deep: not shown>"
+    return value
 
 
 def _readable_detail(info: RunInfo) -> RunDetail:

@@ -37,6 +37,7 @@ __all__ = [
     "build_decoder",
     "decoder_for",
     "encode",
+    "nested_too_deep",
     "parameter_annotation",
     "return_annotation",
 ]
@@ -120,6 +121,24 @@ def encode(value: Any, what: object, limit: int | None = None) -> Encoded:
 
 class _TooDeep(Exception):
     pass
+
+
+def nested_too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` (decoded JSON: dicts, lists, scalars) nests more than ``limit`` lists
+    and objects within each other, the rule :func:`encode` applies. Walks level by level, not
+    recursively, so a record stored before the rule existed (or written to the store directly)
+    cannot exhaust the stack while it is checked for being shown."""
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        level = [
+            item
+            for v in level
+            if isinstance(v, dict | list)
+            for item in (v.values() if isinstance(v, dict) else v)
+        ]
+        if not level:
+            return False
+    return True
 
 
 _SCALARS: Final = (str, bool, type(None))

@@ -142,6 +142,17 @@ def created_at_of(key: str) -> float:
     return value
 
 
+def connect(url: str, options: dict[str, Any]) -> Redis:
+    """A redis-py asyncio client for ``url`` (connects on its first command), with Heron's
+    timeouts (10 s to connect, 30 s a command) unless ``options`` says otherwise. Imports
+    redis-py only now: a store that is never used never imports it."""
+    import redis.asyncio
+
+    return redis.asyncio.from_url(
+        url, **{"socket_connect_timeout": 10.0, "socket_timeout": 30.0, **options}
+    )
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -547,12 +558,8 @@ class RedisStore(WorkflowStore):
             raise StoreError(f"the RedisStore for {self._where} is closed")
         client = self._client
         if client is None:
-            import redis.asyncio  # only now: a store that is never used never imports redis
-
-            options: dict[str, Any] = {"socket_connect_timeout": 10.0, "socket_timeout": 30.0}
-            options.update(self._options)
             assert self.url is not None
-            client = self._client = redis.asyncio.from_url(self.url, **options)
+            client = self._client = connect(self.url, self._options)
         return client
 
     def _error(self, exc: Exception, run_id: str | None) -> StoreError:

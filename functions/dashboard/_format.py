@@ -16,6 +16,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from heron.runtime import MAX_DEPTH
+from heron.runtime._serde import nested_too_deep
 
 __all__ = [
     "Shown",
@@ -159,25 +160,11 @@ class Shown:
     inline: str | None = None  # the value on one line, when it is short
 
 
-def _too_deep(value: Any) -> bool:
-    level: list[Any] = [value]
-    for _ in range(MAX_DEPTH + 1):
-        level = [
-            item
-            for v in level
-            if isinstance(v, dict | list)
-            for item in (v.values() if isinstance(v, dict) else v)
-        ]
-        if not level:
-            return False
-    return True
-
-
 def show_json(value: Any) -> Shown:
     """``value`` as indented JSON (non-ASCII kept, every string escaped by JSON's rules; the
     template escapes it for HTML), collapsed when large, cut past :data:`SHOW_AT_MOST`."""
     inline = None
-    if _too_deep(value):
+    if nested_too_deep(value):
         text = f"<a value nested more than {MAX_DEPTH} levels deep: not shown>"
     else:
         try:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from heron.stores.contract import StoreError
 from heron.stores.kv._remote import RedisLikeDriver, Script
-from heron.stores.redis import mask_url
+from heron.stores.redis import connect, mask_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -52,12 +52,8 @@ class RedisDriver(RedisLikeDriver):
     def _redis(self) -> Redis:
         client = self._client
         if client is None:
-            import redis.asyncio
-
-            options: dict[str, Any] = {"socket_connect_timeout": 10.0, "socket_timeout": 30.0}
-            options.update(self._options)
             assert self.url is not None
-            client = self._client = redis.asyncio.from_url(self.url, **options)
+            client = self._client = connect(self.url, self._options)
         return client
 
     def _error(self, exc: Exception, key: str | None = None) -> StoreError:

@@ -255,3 +255,20 @@ async def test_error_messages_reach_the_logs_only_when_asked_for(
     )
     assert "RuntimeError" in logged
     assert (CARD in logged) is log_messages
+
+
+@pytest.mark.parametrize("depth", [0, 1, 63, 64, 65, 947])
+def test_the_shown_values_depth_rule_is_the_stored_values_rule(depth: int) -> None:
+    from heron.runtime import MAX_DEPTH, SerializationError
+    from heron.runtime._serde import encode, nested_too_deep
+
+    value = nested(depth)
+    try:
+        encode(value, "value", 1 << 20)
+        stored = True
+    except SerializationError:
+        stored = False
+
+    # what encode() refuses to store is exactly what is too deep to show
+    assert nested_too_deep(value) is (not stored) is (depth > MAX_DEPTH)
+    assert nested_too_deep({"a": [value]}, MAX_DEPTH + 2) is (depth > MAX_DEPTH)
